@@ -1,0 +1,34 @@
+import numpy as np
+import pytest
+import torch
+
+CUDA = torch.cuda.is_available()
+devices = ["cpu"] + (["cuda"] if CUDA else [])
+needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+
+
+def blobs(n=600, k=4, d=16, sep=6.0, seed=0, spaces=1):
+    """Separable Gaussian mixtures; with spaces=2 the same labels seen through two
+    different random linear views (as two backbones would)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    means = rng.normal(size=(k, d)) * sep / np.sqrt(d) * 2
+    base = means[y] + rng.normal(size=(n, d))
+    Zs = []
+    for s in range(spaces):
+        A = rng.normal(size=(d, d + 8 * s)) / np.sqrt(d)
+        Zs.append((base @ A + 0.1 * rng.normal(size=(n, d + 8 * s))).astype(np.float32))
+    return (Zs[0] if spaces == 1 else Zs), y
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def digits_lite0(tmp_path_factory):
+    """sklearn's 1,797 digits embedded once with EfficientNet-Lite0 (real ImageNet weights)."""
+    from seal_fast.embed import embed
+
+    return embed("digits", tmp_path_factory.mktemp("digits") / "features", progress=False)
