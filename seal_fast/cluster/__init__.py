@@ -1,0 +1,1 @@
+"""Clustering stages on embeddings: K-Means and TURTLE-style human labeling."""

@@ -1,0 +1,1 @@
+"""Estimators (scikit-learn style): KMeans, TURTLE, SEAL, SATC."""

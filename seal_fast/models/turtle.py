@@ -1,0 +1,103 @@
+"""TURTLE: human labeling directly on the foundation-model embeddings."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..cluster.labeling import LabelingConfig, TaskEncoder, human_labeling
+from ..validation import check_n_clusters
+from .base import ClusterEstimator, register, to_tensors
+
+
+@register
+class TURTLE(ClusterEstimator):
+    """TURTLE (Gadetsky et al., 2024) on one or several embedding spaces.
+
+    Parameters
+    ----------
+    n_clusters : int
+    iterations : int, default 6000
+        Outer iterations T.
+    inner_steps : int, default 10
+        Adam steps M of the inner linear classifiers (cold start each iteration).
+    gamma : float, default 10
+        Weight of the entropy of the batch-mean labeling.
+    batch_size : int, default 10000 (capped at N)
+    inner_lr, outer_lr : float, default 1e-3
+    seed : int
+    device : "auto", "cpu", "cuda", ...
+    exact : bool, default False
+        Differentiate the outer loss through the M inner Adam steps (exact
+        hypergradient) instead of TURTLE's first-order approximation.
+    backend : "auto" (compiled ops when built), "compiled" or "reference"
+
+    Attributes
+    ----------
+    labels_ : (N,) int64
+    encoder_ : the fitted TaskEncoder
+    fit_seconds_, seconds_per_iteration_
+
+    Examples
+    --------
+    >>> model = TURTLE(10, iterations=2000).fit([Z1, Z2])   # doctest: +SKIP
+    >>> model.predict([Z1_test, Z2_test])                   # doctest: +SKIP
+    """
+
+    method = "turtle"
+
+    def __init__(self, n_clusters: int, *, iterations: int = 6000, inner_steps: int = 10, gamma: float = 10.0,
+                 batch_size: int = 10000, inner_lr: float = 1e-3, outer_lr: float = 1e-3, exact: bool = False,
+                 seed: int = 0, device="auto", backend: str = "auto", verbose: bool = False):
+        self.n_clusters = n_clusters
+        self.iterations = iterations
+        self.inner_steps = inner_steps
+        self.gamma = gamma
+        self.batch_size = batch_size
+        self.inner_lr = inner_lr
+        self.outer_lr = outer_lr
+        self.exact = exact
+        self.seed = seed
+        self.device = device
+        self.backend = backend
+        self.verbose = verbose
+
+    def labeling_config(self) -> LabelingConfig:
+        return LabelingConfig(iterations=self.iterations, inner_steps=self.inner_steps, gamma=self.gamma,
+                              batch_size=self.batch_size, inner_lr=self.inner_lr, outer_lr=self.outer_lr,
+                              exact=self.exact)
+
+    def fit(self, Zs, **_ignored):
+        Zs = self._check_fit_input(Zs)
+        k = check_n_clusters(self.n_clusters, Zs[0].shape[0])
+        device = self._device()
+        X = to_tensors(Zs, device)
+        result = human_labeling(X, k, self.labeling_config(), seed=self.seed, backend=self.backend,
+                                progress=self.verbose, desc="TURTLE")
+        self.encoder_ = result.encoder
+        self.feature_dims_ = [Z.shape[1] for Z in Zs]
+        self.labels_ = self.encoder_.predict_proba(X).argmax(1).cpu().numpy().astype(np.int64)
+        self.fit_seconds_ = result.seconds
+        self.seconds_per_iteration_ = result.seconds_per_iteration
+        self.final_pred_error_ = result.pred_error
+        self.final_entropy_ = result.entropy
+        return self
+
+    def predict_proba(self, Zs) -> np.ndarray:
+        Zs = self._check_predict_input(Zs)
+        device = self._device()
+        enc = self.encoder_.to(device)
+        return enc.predict_proba(to_tensors(Zs, device)).cpu().numpy()
+
+    def predict(self, Zs) -> np.ndarray:
+        return self.predict_proba(Zs).argmax(1).astype(np.int64)
+
+    def _state(self):
+        return {**super()._state(), "encoder": {k: v.cpu() for k, v in self.encoder_.state_dict().items()},
+                "labels_": torch.from_numpy(self.labels_)}
+
+    def _set_state(self, state):
+        super()._set_state(state)
+        enc = TaskEncoder(self.feature_dims_, self.n_clusters)
+        enc.load_state_dict(state["encoder"])
+        self.encoder_ = enc
+        self.labels_ = state["labels_"].numpy()

@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans as SKKMeans
+
+from seal_fast import KMeans, load_model
+from seal_fast.cluster.kmeans import kmeans, prepare_spaces
+from seal_fast.metrics import cluster_accuracy
+
+from conftest import blobs
+
+
+@pytest.mark.parametrize("spaces", [1, 2])
+def test_recovers_separable_mixture(spaces):
+    Zs, y = blobs(n=800, k=5, spaces=spaces, seed=spaces)
+    model = KMeans(5, seed=0, device="cpu").fit(Zs)
+    assert cluster_accuracy(y, model.labels_) >= 0.95
+
+
+def test_inertia_matches_sklearn_on_same_normalised_data():
+    Z, _ = blobs(n=500, k=6, sep=2.0, seed=3)
+    X = prepare_spaces([torch.from_numpy(Z)])
+    _, _, inertia, _ = kmeans(X, 6, n_init=10, seed=0)
+    sk = SKKMeans(6, n_init=10, random_state=0).fit(X.numpy())
+    assert inertia <= sk.inertia_ * 1.01
+
+
+def test_predict_and_save_load_roundtrip(tmp_path):
+    Zs, y = blobs(n=400, k=3, spaces=2, seed=4)
+    model = KMeans(3, seed=1, device="cpu").fit(Zs)
+    np.testing.assert_array_equal(model.predict(Zs), model.labels_)
+    model.save(tmp_path / "km.pt")
+    again = load_model(tmp_path / "km.pt")
+    assert isinstance(again, KMeans)
+    np.testing.assert_array_equal(again.predict(Zs), model.labels_)
+
+
+def test_seeded_and_deterministic():
+    Z, _ = blobs(n=300, k=4, sep=1.0, seed=5)
+    a = KMeans(4, seed=3, device="cpu").fit(Z).labels_
+    b = KMeans(4, seed=3, device="cpu").fit(Z).labels_
+    np.testing.assert_array_equal(a, b)
+
+
+def test_duplicate_points_do_not_break_seeding():
+    Z = np.repeat(np.eye(3, dtype=np.float32), 10, axis=0)
+    model = KMeans(3, seed=0, device="cpu").fit(Z)
+    assert len(np.unique(model.labels_)) == 3

@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+
+from seal_fast import KMeans, TURTLE
+from seal_fast.errors import SealFastError
+from seal_fast.validation import as_spaces, check_n_clusters
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_row_is_named(bad):
+    Z = np.ones((50, 3), np.float32)
+    Z[17, 1] = bad
+    with pytest.raises(SealFastError, match="row 17"):
+        as_spaces(Z)
+    with pytest.raises(SealFastError, match="row 17"):
+        as_spaces(torch.from_numpy(Z))
+
+
+def test_n_mismatch_between_spaces():
+    with pytest.raises(SealFastError, match=r"different numbers of rows \[5, 6\]"):
+        as_spaces([np.ones((5, 2)), np.ones((6, 2))])
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (4, 0)])
+def test_empty(shape):
+    with pytest.raises(SealFastError, match="empty"):
+        as_spaces(np.ones(shape))
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 4)])
+def test_wrong_ndim(shape):
+    with pytest.raises(SealFastError, match="2-D"):
+        as_spaces(np.ones(shape))
+
+
+def test_integer_features_rejected():
+    with pytest.raises(SealFastError, match="floating"):
+        as_spaces(np.ones((3, 2), dtype=np.int64))
+
+
+@pytest.mark.parametrize("k,msg", [(1, "at least 2"), (11, "exceeds"), (2.5, "integer"), (True, "integer")])
+def test_k_out_of_range(k, msg):
+    with pytest.raises(SealFastError, match=msg):
+        check_n_clusters(k, 10)
+
+
+@pytest.mark.parametrize("cls", [KMeans, TURTLE])
+def test_estimators_check_inputs(cls):
+    Z = np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    with pytest.raises(SealFastError, match="exceeds"):
+        cls(21, device="cpu").fit(Z)
+    model = cls(2, device="cpu", **({"iterations": 2} if cls is TURTLE else {})).fit(Z)
+    with pytest.raises(SealFastError, match="dimensions"):
+        model.predict(np.ones((3, 5), np.float32))
+    with pytest.raises(SealFastError, match="not fitted"):
+        cls(2).predict(Z)
