@@ -1,0 +1,245 @@
+"""Where images come from: a folder tree, an `.npz` file, or a built-in dataset.
+
+Every source yields RGB uint8 arrays (H, W, 3), one per index, and optional
+integer labels. Grey, palette and RGBA images are converted to RGB here so that
+no backbone ever sees a channel count it does not expect.
+"""
+from __future__ import annotations
+
+import abc
+import gzip
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import SealFastError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+FASHION_MNIST_DIR = os.environ.get("SEAL_FAST_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+class UnreadableImage(Exception):
+    """One image could not be decoded; the source and the reason are in the message."""
+
+
+def to_rgb(img: np.ndarray) -> np.ndarray:
+    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (H, W, 3) uint8."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
+        raise UnreadableImage(f"unsupported image shape {img.shape}")
+    if img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    if img.shape[2] == 4:  # composite on white: transparent pixels are background, not black
+        rgb = img[:, :, :3].astype(np.float32)
+        alpha = img[:, :, 3:].astype(np.float32) / 255.0
+        return np.clip(rgb * alpha + 255.0 * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    return img
+
+
+class ImageSource(abc.ABC):
+    """A sequence of images with optional labels.
+
+    Attributes:
+        labels: (N,) int64 or None.
+        class_names: names of the label values, or None.
+        description: JSON-able provenance written into the feature store.
+    """
+
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    description: dict = {}
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        ...
+
+    @abc.abstractmethod
+    def read(self, index: int) -> np.ndarray:
+        """The image at `index` as (H, W, 3) uint8; raises UnreadableImage."""
+
+    def name_of(self, index: int) -> str:
+        return f"#{index}"
+
+
+class ArraySource(ImageSource):
+    """Images already in memory: (N, H, W), (N, H, W, 1|3|4) uint8."""
+
+    def __init__(self, images: np.ndarray, labels=None, class_names=None, description=None):
+        images = np.asarray(images)
+        if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
+            raise SealFastError(f"images must be (N, H, W) or (N, H, W, 1|3|4); got shape {images.shape}")
+        if images.dtype != np.uint8:
+            raise SealFastError(f"images must be uint8 (0-255); got {images.dtype}")
+        if images.shape[0] == 0:
+            raise SealFastError("no images (N = 0)")
+        self.images = images
+        if labels is not None:
+            labels = np.asarray(labels)
+            if labels.shape != (images.shape[0],):
+                raise SealFastError(f"labels shape {labels.shape} does not match {images.shape[0]} images")
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise SealFastError(f"labels must be integers, got {labels.dtype}")
+            labels = labels.astype(np.int64)
+        self.labels = labels
+        self.class_names = class_names
+        self.description = description or {"kind": "array", "shape": list(images.shape)}
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def read(self, index):
+        return to_rgb(self.images[index])
+
+
+class FolderSource(ImageSource):
+    """A folder of images; its sub-folders, when it has any, are the classes."""
+
+    def __init__(self, root):
+        root = Path(root)
+        if not root.is_dir():
+            raise SealFastError(f"{root} is not a directory")
+        classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        files: list[Path] = []
+        labels: list[int] = []
+        kept_classes: list[str] = []
+        for name in classes:
+            found = _image_files(root / name)
+            if found:
+                labels += [len(kept_classes)] * len(found)
+                kept_classes.append(name)
+                files += found
+        self.ignored_top_level = 0
+        top_level = [p for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        if files:
+            self.ignored_top_level = len(top_level)
+            self.labels = np.asarray(labels, dtype=np.int64)
+            self.class_names = kept_classes
+        else:
+            files = top_level
+            self.labels = None
+            self.class_names = None
+        if not files:
+            raise SealFastError(f"{root}: no image files found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        self.root = root
+        self.files = files
+        self.description = {"kind": "folder", "path": str(root.resolve()), "n_files": len(files),
+                            "classes": self.class_names}
+
+    def __len__(self):
+        return len(self.files)
+
+    def name_of(self, index):
+        return str(self.files[index].relative_to(self.root))
+
+    def read(self, index):
+        from PIL import Image, UnidentifiedImageError
+
+        path = self.files[index]
+        try:
+            with Image.open(path) as im:
+                im.load()  # decode now: truncated files fail here, not later
+                if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+                    arr = np.asarray(im.convert("RGBA"))
+                elif im.mode in ("L", "I", "I;16", "F", "1"):
+                    arr = np.asarray(im.convert("L"))
+                else:
+                    arr = np.asarray(im.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+            raise UnreadableImage(f"{self.name_of(index)}: {exc}") from exc
+        return to_rgb(arr)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        out += [Path(dirpath) / f for f in sorted(filenames)
+                if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")]
+    return out
+
+
+def load_npz(path) -> ArraySource:
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SealFastError(f"{path}: not a readable .npz file ({exc})") from exc
+    if "images" not in data.files:
+        raise SealFastError(f"{path}: no 'images' array (it has {data.files})")
+    labels = data["labels"] if "labels" in data.files else None
+    return ArraySource(data["images"], labels,
+                       description={"kind": "npz", "path": str(path.resolve())})
+
+
+def load_digits_source() -> ArraySource:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 grey levels
+    return ArraySource(images, d.target, [str(i) for i in range(10)],
+                       {"kind": "builtin", "name": "digits", "origin": "sklearn.datasets.load_digits"})
+
+
+def _read_idx(path: Path, offset: int) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
+
+
+def load_fashion_mnist(split: str) -> ArraySource:
+    folder = Path(FASHION_MNIST_DIR)
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images_path = folder / f"{prefix}-images-idx3-ubyte.gz"
+    labels_path = folder / f"{prefix}-labels-idx1-ubyte.gz"
+    if not images_path.is_file() or not labels_path.is_file():
+        raise SealFastError(
+            f"Fashion-MNIST files not found in {folder}; install them with "
+            "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or point "
+            "SEAL_FAST_FASHION_MNIST_DIR at a folder holding the four *-ubyte.gz files")
+    images = _read_idx(images_path, 16).reshape(-1, 28, 28)
+    labels = _read_idx(labels_path, 8).astype(np.int64)
+    return ArraySource(images, labels, FASHION_MNIST_CLASSES,
+                       {"kind": "builtin", "name": f"fashion-mnist-{split}", "path": str(folder)})
+
+
+BUILTIN_SOURCES = {
+    "digits": load_digits_source,
+    "fashion-mnist": lambda: load_fashion_mnist("test"),
+    "fashion-mnist-test": lambda: load_fashion_mnist("test"),
+    "fashion-mnist-train": lambda: load_fashion_mnist("train"),
+}
+
+
+def open_source(spec) -> ImageSource:
+    """An image folder, an `.npz` path, a built-in name, or an ImageSource."""
+    if isinstance(spec, ImageSource):
+        return spec
+    spec_str = str(spec)
+    if spec_str in BUILTIN_SOURCES:
+        return BUILTIN_SOURCES[spec_str]()
+    path = Path(spec_str)
+    if path.is_dir():
+        return FolderSource(path)
+    if path.is_file() and path.suffix == ".npz":
+        return load_npz(path)
+    if path.exists():
+        raise SealFastError(f"{spec_str}: expected an image folder or a .npz file")
+    raise SealFastError(
+        f"{spec_str!r} is not an image folder, a .npz file or a built-in dataset "
+        f"({', '.join(BUILTIN_SOURCES)})")
+
+
+def read_many(source: ImageSource, indices: Sequence[int]):
+    """Read images; returns (ok_indices, images, failures[(index, name, reason)])."""
+    ok, images, failures = [], [], []
+    for i in indices:
+        try:
+            images.append(source.read(int(i)))
+            ok.append(int(i))
+        except UnreadableImage as exc:
+            failures.append((int(i), source.name_of(int(i)), str(exc)))
+    return ok, images, failures

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from seal_fast.backbones import get_backbone, known_backbones
+from seal_fast.errors import SealFastError
+
+
+def test_unknown_backbone_lists_known():
+    with pytest.raises(SealFastError, match="efficientnet-lite0"):
+        get_backbone("resnet-9000")
+    assert "clip-vit-b-32" in known_backbones() and "dinov2-vit-s-14" in known_backbones()
+
+
+def test_lite0_real_weights_recognise_the_cat():
+    skimage = pytest.importorskip("skimage")
+    model = get_backbone("efficientnet-lite0").eval()
+    x = model.preprocessing([skimage.data.chelsea()])
+    with torch.inference_mode():
+        out = model(x, pooled=True, patches=True)
+        logits = model.net._fc(out["pooled"])
+        full = model.net(x)
+    assert out["pooled"].shape == (1, 1280) and out["patches"].shape == (1, 49, 320)
+    torch.testing.assert_close(logits, full, rtol=1e-4, atol=1e-4)  # our forward = the package's
+    assert int(logits.argmax()) == 285  # ImageNet "Egyptian cat"
+
+
+def _roundtrip(tmp_path, name, make):
+    model = make()
+    path = tmp_path / f"{name}.pt"
+    torch.save(model.state_dict(), path)
+    return model.eval(), get_backbone(name, weights=str(path)).eval()
+
+
+@pytest.mark.parametrize("name,arch,grid,patch_dim", [("clip-rn50", "RN50", (7, 7), 2048),
+                                                      ("clip-vit-b-32", "ViT-B-32", (7, 7), 768)])
+def test_clip_loads_local_weights(tmp_path, name, arch, grid, patch_dim):
+    open_clip = pytest.importorskip("open_clip")
+    torch.manual_seed(0)
+    ref, bb = _roundtrip(tmp_path, name, lambda: open_clip.create_model(arch, pretrained=None,
+                                                                      force_quick_gelu=True))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        out = bb(x, pooled=True, patches=True)
+        torch.testing.assert_close(out["pooled"], ref.encode_image(x), rtol=1e-4, atol=1e-4)
+    assert bb.grid == grid and out["patches"].shape == (2, grid[0] * grid[1], patch_dim)
+    assert bb.preprocessing.size == 224 and bb.preprocessing.mean[0] == pytest.approx(0.4815, abs=1e-4)
+
+
+def test_dinov2_loads_local_weights(tmp_path):
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    ref, bb = _roundtrip(tmp_path, "dinov2-vit-s-14", lambda: timm.create_model(
+        "vit_small_patch14_dinov2.lvd142m", pretrained=False, img_size=224, num_classes=0))
+    x = torch.randn(2, 3, 224, 224)
+    with torch.inference_mode():
+        out = bb(x, pooled=True, patches=True)
+        torch.testing.assert_close(out["pooled"], ref(x), rtol=1e-4, atol=1e-4)
+    assert out["patches"].shape == (2, 256, 384) and bb.grid == (16, 16)
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    pytest.importorskip("open_clip")
+    with pytest.raises(SealFastError, match="could not load clip-rn50"):
+        get_backbone("clip-rn50", weights=str(tmp_path / "missing.pt"))

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from seal_fast.data.sources import ArraySource
+from seal_fast.embed import PARTIAL, embed
+from seal_fast.errors import SealFastError
+from seal_fast.store import FeatureStore
+
+
+def _images(n=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 255, (n, 12, 12, 3), dtype=np.uint8), np.arange(n) % 2
+
+
+def test_embed_writes_complete_store(tmp_path):
+    imgs, y = _images()
+    store = embed(ArraySource(imgs, y), tmp_path / "f", batch_size=4, chunk_size=4, progress=False)
+    assert store.spaces == ["efficientnet-lite0"] and store.n == 10
+    assert store.space("efficientnet-lite0").shape == (10, 1280)
+    assert store.patches().shape == (10, 49, 320) and store.patches().dtype == np.float16
+    assert store.entry("patches")["grid"] == [7, 7]
+    np.testing.assert_array_equal(store.labels(), y)
+    assert not (tmp_path / "f" / PARTIAL).exists()
+    m = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert m["preprocessing"]["efficientnet-lite0"]["size"] == 224 and m["n_skipped"] == 0
+
+
+class _Flaky(ArraySource):
+    """Raises KeyboardInterrupt when asked for image `stop_at` (a crash mid-run)."""
+
+    stop_at = None
+
+    def read(self, index):
+        if index == self.stop_at:
+            raise KeyboardInterrupt
+        return super().read(index)
+
+
+def test_interrupted_embed_resumes_and_matches(tmp_path):
+    imgs, y = _images(12, seed=1)
+    src = _Flaky(imgs, y)
+    src.stop_at = 9
+    with pytest.raises(SealFastError, match="resume"):
+        embed(src, tmp_path / "f", batch_size=4, chunk_size=4, progress=False)
+    assert not (tmp_path / "f" / "manifest.json").exists()
+    assert len(list((tmp_path / "f" / PARTIAL).glob("chunk_*.npz"))) == 2
+    src.stop_at = None
+    resumed = embed(src, tmp_path / "f", batch_size=4, chunk_size=4, progress=False)
+    fresh = embed(ArraySource(imgs, y), tmp_path / "g", batch_size=4, chunk_size=4, progress=False)
+    np.testing.assert_allclose(resumed.space("efficientnet-lite0"), fresh.space("efficientnet-lite0"),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(resumed.labels(), fresh.labels())
+
+
+def test_unreadable_images_are_skipped_and_reported(tmp_path):
+    root = tmp_path / "imgs" / "a"
+    root.mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((10, 10, 3), 40 * i, np.uint8)).save(root / f"{i}.png")
+    (root / "bad.png").write_bytes(b"garbage")
+    store = embed(tmp_path / "imgs", tmp_path / "f", progress=False)
+    assert store.n == 3 and store.manifest["n_skipped"] == 1
+    assert store.manifest["skipped"][0]["name"] == "a/bad.png"
+    np.testing.assert_array_equal(np.load(tmp_path / "f" / "source_index.npy"), [1, 2, 3])
+
+
+def test_all_unreadable(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "imgs" / "bad.png").write_bytes(b"garbage")
+    with pytest.raises(SealFastError, match="none of the 1 images"):
+        embed(tmp_path / "imgs", tmp_path / "f", progress=False)
+
+
+def test_bad_arguments(tmp_path):
+    imgs, _ = _images(2)
+    with pytest.raises(SealFastError, match="unknown backbone 'nope'"):
+        embed(ArraySource(imgs), tmp_path / "f", backbones=["nope"], progress=False)
+    with pytest.raises(SealFastError, match="not one of the backbones"):
+        embed(ArraySource(imgs), tmp_path / "f", weights={"clip-rn50": "x.pt"}, progress=False)
+
+
+def test_no_patches(tmp_path):
+    imgs, _ = _images(3)
+    store = embed(ArraySource(imgs), tmp_path / "f", patch_backbone=None, progress=False)
+    assert not store.has("patches") and store.labels() is None
