@@ -1,0 +1,131 @@
+import pytest
+import torch
+
+from seal_fast._extension import compiled_available, cuda_compiled
+from seal_fast.ops.linear_fit import unrolled_linear_fit, unrolled_linear_fit_reference
+
+from conftest import devices
+
+needs_ops = pytest.mark.skipif(not compiled_available(), reason="compiled ops not built")
+
+
+def sample_inputs(device, dtype, B=130, dims=(37, 20), K=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    Zs = [torch.randn(B, d, generator=g, dtype=torch.float64).to(device, dtype) for d in dims]
+    t = torch.softmax(2 * torch.randn(B, K, generator=g, dtype=torch.float64), 1).to(device, dtype)
+    W0s = [(0.1 * torch.randn(K, d, generator=g, dtype=torch.float64)).to(device, dtype) for d in dims]
+    b0s = [(0.1 * torch.randn(K, generator=g, dtype=torch.float64)).to(device, dtype) for _ in dims]
+    return Zs, t, W0s, b0s
+
+
+def _device_ok(device):
+    if device == "cuda" and not cuda_compiled():
+        pytest.skip("CUDA kernels not compiled")
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("B,dims,K,steps", [(130, (37, 20), 6, 10), (1, (5,), 2, 3), (257, (300,), 10, 10),
+                                            (64, (8, 9, 10), 3, 0), (70, (1280,), 10, 4)])
+def test_matches_reference(device, dtype, B, dims, K, steps):
+    _device_ok(device)
+    Zs, t, W0s, b0s = sample_inputs(device, dtype, B, dims, K, seed=B + K)
+    lr = 1e-2
+    got = unrolled_linear_fit(Zs, t, W0s, b0s, steps, lr, backend="compiled")
+    ref = unrolled_linear_fit(Zs, t, W0s, b0s, steps, lr, backend="reference")
+    tol = 1e-5 if dtype == torch.float64 else 2e-4
+    for outs, refs in zip(got, ref):
+        for a, r in zip(outs, refs):
+            assert a.shape == r.shape and a.dtype == r.dtype
+            torch.testing.assert_close(a, r, rtol=tol, atol=tol * r.abs().max().item())
+    if dtype == torch.float64:  # final W within 1e-5 relative
+        for a, r in zip(got[0], ref[0]):
+            assert ((a - r).norm() / r.norm()).item() < 1e-5
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+def test_exact_gradient_matches_autograd_through_reference(device):
+    _device_ok(device)
+    Zs, t, W0s, b0s = sample_inputs(device, torch.float64, B=90, dims=(16, 11), K=5, seed=3)
+    w = torch.randn(5, 16, dtype=torch.float64, device=device)
+
+    def outer(backend, targets):
+        Ws, bs, logits = unrolled_linear_fit(Zs, targets, W0s, b0s, 6, 5e-2, exact=True, backend=backend)
+        ce = sum(-(targets * torch.log_softmax(l, 1)).sum(1).mean() for l in logits)
+        return ce + (Ws[0] * w).sum() + bs[1].square().sum()
+
+    t1 = t.clone().requires_grad_()
+    t2 = t.clone().requires_grad_()
+    g_op, = torch.autograd.grad(outer("compiled", t1), t1)
+    g_ref, = torch.autograd.grad(outer("reference", t2), t2)
+    torch.testing.assert_close(g_op, g_ref, rtol=1e-9, atol=1e-12)
+
+
+@needs_ops
+def test_exact_gradcheck():
+    Zs, t, W0s, b0s = sample_inputs("cpu", torch.float64, B=12, dims=(4, 3), K=3, seed=4)
+    t = t.requires_grad_()
+
+    def f(targets):
+        Ws, bs, logits = unrolled_linear_fit(Zs, targets, W0s, b0s, 3, 0.1, exact=True, backend="compiled")
+        return (*Ws, *bs, *logits)
+
+    assert torch.autograd.gradcheck(f, (t,), eps=1e-6, atol=1e-5)
+
+
+def test_first_order_mode_detaches_targets():
+    Zs, t, W0s, b0s = sample_inputs("cpu", torch.float64, seed=5)
+    t = t.requires_grad_()
+    for backend in ("reference", "auto"):
+        _, _, logits = unrolled_linear_fit(Zs, t, W0s, b0s, 2, 1e-2, backend=backend)
+        assert not logits[0].requires_grad
+
+
+def test_reference_matches_torch_optim_adam():
+    """The oracle itself: same trajectory as nn.Linear + torch.optim.Adam + F.cross_entropy."""
+    Zs, t, W0s, b0s = sample_inputs("cpu", torch.float64, B=50, dims=(7,), K=4, seed=6)
+    lin = torch.nn.Linear(7, 4).double()
+    with torch.no_grad():
+        lin.weight.copy_(W0s[0])
+        lin.bias.copy_(b0s[0])
+    opt = torch.optim.Adam(lin.parameters(), lr=1e-2, betas=(0.9, 0.999))
+    for _ in range(8):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(lin(Zs[0]), t).backward()
+        opt.step()
+    Ws, bs, _ = unrolled_linear_fit_reference(Zs, t, W0s, b0s, 8, 1e-2)
+    torch.testing.assert_close(Ws[0], lin.weight.detach())
+    torch.testing.assert_close(bs[0], lin.bias.detach())
+
+
+@needs_ops
+def test_opcheck():
+    Zs, t, W0s, b0s = sample_inputs("cpu", torch.float32, B=40, seed=7)
+    torch.library.opcheck(torch.ops.seal_fast.unrolled_linear_fit.default,
+                          (Zs, t, W0s, b0s, 3, 1e-2, 0.9, 0.999, 1e-8),
+                          test_utils=("test_schema", "test_faketensor", "test_aot_dispatch_static"))
+
+
+def test_bad_shapes():
+    Zs, t, W0s, b0s = sample_inputs("cpu", torch.float32)
+    with pytest.raises(ValueError, match="W0s"):
+        unrolled_linear_fit(Zs, t, [W0s[1], W0s[0]], b0s, 2, 1e-2)
+    with pytest.raises(ValueError, match="one entry per space"):
+        unrolled_linear_fit(Zs, t, W0s[:1], b0s, 2, 1e-2)
+
+
+@needs_ops
+def test_device_generic_backward_matches_cpu_kernel():
+    """The ATen implementation that serves CUDA, checked against the CPU kernel."""
+    from seal_fast import _extension
+
+    Zs, t, W0s, b0s = sample_inputs("cpu", torch.float64, B=70, dims=(9, 13), K=4, seed=8)
+    g = torch.Generator().manual_seed(9)
+    gW = [torch.randn(W.shape, generator=g, dtype=torch.float64) for W in W0s]
+    gb = [torch.randn(b.shape, generator=g, dtype=torch.float64) for b in b0s]
+    gl = [torch.randn(t.shape, generator=g, dtype=torch.float64) for _ in Zs]
+    args = (gW, gb, gl, Zs, t, W0s, b0s, 5, 0.05, 0.9, 0.999, 1e-8)
+    torch.testing.assert_close(_extension._C.unrolled_linear_fit_backward_aten(*args),
+                               torch.ops.seal_fast.unrolled_linear_fit_backward(*args))
