@@ -1,0 +1,117 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from seal_fast._extension import compiled_available, cuda_compiled
+from seal_fast.ops.cosine_topk import cosine_topk, cosine_topk_reference
+
+from conftest import devices
+
+needs_ops = pytest.mark.skipif(not compiled_available(), reason="compiled ops not built")
+
+
+def _device_ok(device):
+    if device == "cuda" and not cuda_compiled():
+        pytest.skip("CUDA kernels not compiled")
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("nq,nr,d,k,exclude", [(300, 300, 16, 10, True), (257, 1000, 33, 50, False),
+                                               (5, 5, 3, 4, True), (130, 70, 128, 70, False),
+                                               (1, 400, 7, 1, False)])
+def test_matches_reference_random(device, nq, nr, d, k, exclude):
+    _device_ok(device)
+    g = torch.Generator().manual_seed(nq + nr + d)
+    R = torch.randn(nr, d, generator=g)
+    Q = R[:nq].clone() if exclude else torch.randn(nq, d, generator=g)
+    v, i = cosine_topk(Q.to(device), R.to(device), k, exclude, backend="compiled")
+    rv, ri = cosine_topk_reference(Q, R, k, exclude)
+    assert i.dtype == torch.int64 and v.dtype == torch.float32 and v.shape == (nq, k)
+    torch.testing.assert_close(i.cpu(), ri, rtol=0, atol=0)
+    torch.testing.assert_close(v.cpu(), rv, rtol=1e-5, atol=1e-5)
+    if exclude:
+        assert not (i.cpu() == torch.arange(nq)[:, None]).any()
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("exclude", [True, False])
+def test_ties_go_to_the_lower_index(device, exclude):
+    _device_ok(device)
+    X = torch.randn(40, 6, generator=torch.Generator().manual_seed(0)).repeat(8, 1)  # every row 8 times
+    v, i = cosine_topk(X.to(device), X.to(device), 20, exclude, backend="compiled")
+    rv, ri = cosine_topk_reference(X, X, 20, exclude)
+    torch.testing.assert_close(i.cpu(), ri, rtol=0, atol=0)
+    # the 7 (or 8) exact copies come first, in increasing index order
+    copies = i.cpu()[3, : 7 if exclude else 8]
+    assert copies.tolist() == sorted(copies.tolist())
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_inputs(device, dtype):
+    _device_ok(device)
+    X = torch.randn(200, 32, generator=torch.Generator().manual_seed(1)).to(dtype)
+    v, i = cosine_topk(X.to(device), X.to(device), 5, True, backend="compiled")
+    rv, _ = cosine_topk_reference(X.float(), X.float(), 5, True)
+    assert v.dtype == torch.float32
+    torch.testing.assert_close(v.cpu(), rv, rtol=0, atol=1e-5)  # scores are exact float32 of the rounded inputs
+
+
+@needs_ops
+def test_real_features_lite0(digits_lite0):
+    Z = torch.from_numpy(np.array(digits_lite0.space("efficientnet-lite0")))
+    v, i = cosine_topk(Z, Z, 50, True, backend="compiled")
+    rv, ri = cosine_topk_reference(Z, Z, 50, True)
+    torch.testing.assert_close(v, rv, rtol=1e-5, atol=1e-5)
+    agree = (i == ri).float().mean().item()
+    # identical except where two candidates score within rounding of each other
+    close = ((v - rv).abs() < 1e-5).all().item()
+    assert agree > 0.999 and close
+
+
+LIMITED_RUN = """
+import resource, torch
+from seal_fast.ops.cosine_topk import cosine_topk
+torch.set_num_threads(2)
+X = torch.randn(30000, 8, generator=torch.Generator().manual_seed(2))
+with open("/proc/self/statm") as f:
+    used = int(f.read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (used + 1_500_000_000, resource.RLIM_INFINITY))
+v, i = cosine_topk(X, X, 5, True, backend="compiled")
+assert tuple(i.shape) == (30000, 5) and bool((i != torch.arange(30000)[:, None]).all())
+try:
+    torch.empty(30000, 30000)  # the matrix the op avoided: must not fit
+    print("LIMIT-NOT-ENFORCED")
+except RuntimeError:
+    print("OK")
+"""
+
+
+@needs_ops
+def test_never_allocates_the_full_matrix():
+    """N = 30,000: the float32 N x N matrix would need 3.6 GB; the op runs within a
+    1.5 GB address-space budget, in a child process so the limit cannot hurt the suite."""
+    proc = subprocess.run([sys.executable, "-c", LIMITED_RUN], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("OK")
+
+
+def test_bad_arguments():
+    X = torch.randn(10, 3)
+    with pytest.raises(ValueError, match=r"k=10 must be in \[1, 9\]"):
+        cosine_topk(X, X, 10, exclude_self=True)
+    with pytest.raises(ValueError, match="same number|Nq, d"):
+        cosine_topk(X, torch.randn(10, 4), 2)
+
+
+@needs_ops
+def test_opcheck():
+    X = torch.randn(50, 8)
+    torch.library.opcheck(torch.ops.seal_fast.cosine_topk.default, (X, X, 5, True),
+                          test_utils=("test_schema", "test_faketensor"))
