@@ -41,6 +41,19 @@ TORCH_LIBRARY(seal_fast, m) {
   m.def(
       "cross_modal_infonce(Tensor A, Tensor B, float temperature, int level, bool with_grad)"
       " -> (Tensor loss, Tensor grad_A, Tensor grad_B)");
+
+  // Single-head graph attention on B small graphs of M nodes (SEAL eq. 3): X (B, M, c),
+  // W (c, C), attention vectors (C,), neighbour lists nbr (B, M, k) with self loops.
+  // Returns the output ((B, C) pooled, else (B, M, C)) and the attention (B, M, k).
+  m.def(
+      "patch_gat(Tensor X, Tensor W, Tensor att_src, Tensor att_dst, Tensor nbr, float negative_slope, bool pool)"
+      " -> (Tensor out, Tensor alpha)");
+  m.def(
+      "patch_gat_backward(Tensor grad_out, Tensor X, Tensor W, Tensor att_src, Tensor att_dst, Tensor nbr,"
+      " Tensor alpha, float negative_slope, bool pool)"
+      " -> (Tensor grad_X, Tensor grad_W, Tensor grad_att_src, Tensor grad_att_dst)");
+  // Per image: each patch, then its k most cosine-similar other patches (ties: lower index).
+  m.def("patch_knn(Tensor P, int k) -> Tensor");
 }
 
 namespace seal_fast {
@@ -49,6 +62,10 @@ at::Tensor unrolled_linear_fit_backward_aten(at::TensorList grad_Ws, at::TensorL
                                              at::TensorList grad_logits, at::TensorList Zs,
                                              const at::Tensor& targets, at::TensorList W0s, at::TensorList b0s,
                                              int64_t steps, double lr, double beta1, double beta2, double eps);
+// device-generic InfoNCE (csrc/cross_modal_infonce_aten.cpp)
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_modal_infonce_aten(const at::Tensor& A, const at::Tensor& B,
+                                                                        double temperature, int64_t level,
+                                                                        bool with_grad);
 }  // namespace seal_fast
 
 namespace {
@@ -87,4 +104,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                                             beta2, eps);
       },
       "The CUDA path's exact backward, callable on any device (for tests)");
+  m.def("cross_modal_infonce_aten", &seal_fast::cross_modal_infonce_aten,
+        "The CUDA path's InfoNCE, callable on any device (for tests)");
 }

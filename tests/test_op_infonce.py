@@ -74,3 +74,18 @@ def test_bad_arguments():
         cross_modal_infonce(A, torch.rand(5, 3), 0.5)
     with pytest.raises(ValueError, match="temperature"):
         cross_modal_infonce(A, A, 0.0)
+
+
+@needs_ops
+@pytest.mark.parametrize("level", [0, 1])
+@pytest.mark.parametrize("n,K", [(64, 7), (5, 3)])
+def test_device_generic_version_matches_cpu_kernel(level, n, K):
+    """The ATen implementation that serves CUDA, checked against the CPU kernel."""
+    from seal_fast import _extension
+
+    A, B = sample("cpu", torch.float64, n, K, seed=level + n)
+    A, B = A.detach(), B.detach()
+    got = _extension._C.cross_modal_infonce_aten(A, B, 0.5, level, True)
+    ref = torch.ops.seal_fast.cross_modal_infonce(A, B, 0.5, level, True)
+    for g, r in zip(got, ref):
+        torch.testing.assert_close(g, r)

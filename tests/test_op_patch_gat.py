@@ -1,0 +1,126 @@
+import pytest
+import torch
+
+from seal_fast._extension import compiled_available, cuda_compiled
+from seal_fast.ops.patch_gat import patch_gat, patch_gat_reference, patch_knn, patch_knn_reference
+from seal_fast.spatial import SpatialEncoder
+
+from conftest import devices
+
+needs_ops = pytest.mark.skipif(not compiled_available(), reason="compiled ops not built")
+
+
+def _device_ok(device):
+    if device == "cuda" and not cuda_compiled():
+        pytest.skip("CUDA kernels not compiled")
+
+
+def sample(device, dtype, B=6, M=12, c=10, C=7, k=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(B, M, c, generator=g, dtype=torch.float64)
+    W = torch.randn(c, C, generator=g, dtype=torch.float64) / c ** 0.5
+    a_src = torch.randn(C, generator=g, dtype=torch.float64)
+    a_dst = torch.randn(C, generator=g, dtype=torch.float64)
+    nbr = patch_knn_reference(X, k).to(device)
+    return [t.to(device, dtype) for t in (X, W, a_src, a_dst)], nbr
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("pool", [True, False])
+@pytest.mark.parametrize("B,M,c,C,k", [(6, 12, 10, 7, 4), (3, 49, 40, 33, 8), (1, 2, 3, 1, 1)])
+def test_matches_reference(device, dtype, pool, B, M, c, C, k):
+    _device_ok(device)
+    (X, W, a_s, a_d), nbr = sample(device, dtype, B, M, c, C, k, seed=B + M)
+    args = [t.clone().requires_grad_() for t in (X, W, a_s, a_d)]
+    out = patch_gat(*args, nbr, 0.2, pool, backend="compiled")
+    grads = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel(), device=device,
+                                                      dtype=dtype).view_as(out)).sum(), args)
+    ref_args = [t.clone().requires_grad_() for t in (X, W, a_s, a_d)]
+    ref = patch_gat_reference(*ref_args, nbr, 0.2, pool)
+    ref_grads = torch.autograd.grad((ref * torch.linspace(-1, 1, ref.numel(), device=device,
+                                                          dtype=dtype).view_as(ref)).sum(), ref_args)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out, ref, **tol)
+    for gg, rr in zip(grads, ref_grads):
+        torch.testing.assert_close(gg, rr, **tol)
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("pool", [True, False])
+def test_gradcheck(device, pool):
+    _device_ok(device)
+    (X, W, a_s, a_d), nbr = sample(device, torch.float64, 2, 6, 4, 3, 2, seed=5)
+    args = [t.requires_grad_() for t in (X, W, a_s, a_d)]
+    assert torch.autograd.gradcheck(lambda *t: patch_gat(*t, nbr, 0.2, pool, backend="compiled"), args)
+
+
+@pytest.mark.parametrize("pool", [True, False])
+def test_matches_torch_geometric_gatconv(pool):
+    """Same graph and weights through PyG's GATConv (heads=1, no bias, self loops in the lists)."""
+    pyg = pytest.importorskip("torch_geometric.nn")
+    (X, W, a_s, a_d), nbr = sample("cpu", torch.float64, 4, 16, 8, 5, 3, seed=7)
+    B, M, c = X.shape
+    k = nbr.shape[2]
+    conv = pyg.GATConv(c, W.shape[1], heads=1, bias=False, add_self_loops=False, negative_slope=0.2).double()
+    with torch.no_grad():
+        conv.lin.weight.copy_(W.T)
+        conv.att_src.copy_(a_s.view(1, 1, -1))
+        conv.att_dst.copy_(a_d.view(1, 1, -1))
+    offsets = (torch.arange(B) * M).view(B, 1, 1)
+    src = (nbr + offsets).reshape(-1)
+    dst = (torch.arange(M).view(1, M, 1).expand(B, M, k) + offsets).reshape(-1)
+    x = X.reshape(B * M, c).clone().requires_grad_()
+    ref = conv(x, torch.stack([src, dst])).view(B, M, -1)
+    ref = ref.mean(1) if pool else ref
+    Xg = X.clone().requires_grad_()
+    for backend in ["reference"] + (["compiled"] if compiled_available() else []):
+        out = patch_gat(Xg, W, a_s, a_d, nbr, 0.2, pool, backend=backend)
+        torch.testing.assert_close(out, ref)
+        gx, = torch.autograd.grad(out.sum(), Xg)
+        rx, = torch.autograd.grad(ref.sum(), x, retain_graph=True)
+        torch.testing.assert_close(gx.reshape(B * M, c), rx)
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+def test_patch_knn_matches_reference_with_ties(device):
+    _device_ok(device)
+    g = torch.Generator().manual_seed(3)
+    P = torch.randn(5, 10, 6, generator=g)
+    P[:, 7] = P[:, 2]  # duplicate patches: exact ties
+    got = patch_knn(P.to(device), 4, backend="compiled").cpu()
+    ref = patch_knn_reference(P, 4)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert (got[:, :, 0] == torch.arange(10)).all()
+
+
+@needs_ops
+def test_opcheck():
+    (X, W, a_s, a_d), nbr = sample("cpu", torch.float32, seed=9)
+    args = [t.requires_grad_() for t in (X, W, a_s, a_d)]
+    torch.library.opcheck(torch.ops.seal_fast.patch_gat.default, (*args, nbr, 0.2, True))
+    torch.library.opcheck(torch.ops.seal_fast.patch_knn.default, (X.detach(), 3),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_bad_inputs():
+    (X, W, a_s, a_d), nbr = sample("cpu", torch.float32)
+    with pytest.raises(ValueError, match="W must be"):
+        patch_gat(X, W.T, a_s, a_d, nbr)
+    with pytest.raises(ValueError, match="int64"):
+        patch_gat(X, W, a_s, a_d, nbr.int())
+    with pytest.raises(ValueError, match="k\\+1"):
+        patch_knn(X, 12)
+
+
+def test_spatial_encoder_needs_enough_patches():
+    from seal_fast.errors import SealFastError
+
+    enc = SpatialEncoder(10, 4, k=8)
+    with pytest.raises(SealFastError, match="k\\+1=9"):
+        enc(torch.randn(2, 5, 10))
+    with pytest.raises(SealFastError, match=r"\(B, M, 10\)"):
+        enc(torch.randn(2, 5, 11))
