@@ -7,7 +7,6 @@ from PIL import Image
 from seal_fast.data.sources import ArraySource
 from seal_fast.embed import PARTIAL, embed
 from seal_fast.errors import SealFastError
-from seal_fast.store import FeatureStore
 
 
 def _images(n=10, seed=0):
@@ -60,11 +59,12 @@ def test_unreadable_images_are_skipped_and_reported(tmp_path):
     root.mkdir(parents=True)
     for i in range(3):
         Image.fromarray(np.full((10, 10, 3), 40 * i, np.uint8)).save(root / f"{i}.png")
-    (root / "bad.png").write_bytes(b"garbage")
+    (root / "1_bad.png").write_bytes(b"garbage")  # sorts between 1.png and 2.png
     store = embed(tmp_path / "imgs", tmp_path / "f", progress=False)
     assert store.n == 3 and store.manifest["n_skipped"] == 1
-    assert store.manifest["skipped"][0]["name"] == "a/bad.png"
-    np.testing.assert_array_equal(np.load(tmp_path / "f" / "source_index.npy"), [1, 2, 3])
+    assert store.manifest["skipped"][0]["name"] == "a/1_bad.png"
+    # files are read in sorted order (0, 1, 1_bad, 2): rows map back to source items 0, 1, 3
+    np.testing.assert_array_equal(np.load(tmp_path / "f" / "source_index.npy"), [0, 1, 3])
 
 
 def test_all_unreadable(tmp_path):

@@ -10,7 +10,6 @@ from open_clip's hub, which needs a network connection.
 """
 from __future__ import annotations
 
-import torch
 
 from ..data.preprocess import CLIP_MEAN, CLIP_STD, Preprocessing
 from ..errors import SealFastError

@@ -9,7 +9,6 @@ patch store (70k images x 49 patches x 320 channels in float16 = 2.2 GB).
 """
 from __future__ import annotations
 
-import torch
 
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ..errors import SealFastError
