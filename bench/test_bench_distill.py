@@ -1,0 +1,63 @@
+"""Mutual distillation: the fused InfoNCE against the reference, one op and one whole epoch."""
+import pytest
+import torch
+
+from seal_fast._extension import use_compiled
+from seal_fast.distill import ClusterHead, DistillConfig, Modality, mutual_distillation, neighbors_of
+from seal_fast.ops.infonce import cross_modal_infonce
+
+from conftest import CUDA, run
+
+
+def _probs(device, n=512, K=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    A = torch.softmax(torch.randn(n, K, generator=g), 1).to(device).requires_grad_()
+    B = torch.softmax(torch.randn(n, K, generator=g), 1).to(device).requires_grad_()
+    return A, B
+
+
+@pytest.mark.benchmark(group="infonce-fwd-bwd-cpu batch=512 K=10")
+@pytest.mark.parametrize("level", ["instance", "cluster"])
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+def test_infonce_cpu(benchmark, level, backend):
+    A, B = _probs("cpu")
+    if backend == "compiled" and not use_compiled(A):
+        pytest.skip("compiled ops not built")
+
+    def step():
+        loss = cross_modal_infonce(A, B, 0.5, level, backend=backend)
+        loss.backward()
+        return loss
+    run(benchmark, step, rounds=50, warmup=5)
+
+
+def _epoch(device, n, backend, d=512, ds=512):
+    """One true epoch (n / 512 steps) of visual-spatial distillation; the top-50
+    neighbours are computed once beforehand (the top-k op has its own benchmark)."""
+    g = torch.Generator().manual_seed(0)
+    Z = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1).to(device)
+    G = torch.nn.functional.normalize(torch.randn(n, ds, generator=g), dim=1).to(device)
+    mods = [Modality("visual", Z, ClusterHead(d, 10, generator=g).to(device)),
+            Modality("spatial", G, ClusterHead(ds, 10, generator=g).to(device))]
+    for m in mods:
+        m.neighbors = neighbors_of(m.encode_all(), 50, backend)
+    cfg = DistillConfig(epochs=1, batch_size=512, min_steps_per_epoch=1)
+    gen = torch.Generator(device=device).manual_seed(0)
+    return lambda: mutual_distillation(mods, [(0, 1, 1.0)], cfg, generator=gen, backend=backend)
+
+
+@pytest.mark.benchmark(group="distillation-epoch-cpu N=10000 batch=512 d=512")
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+def test_distill_epoch_cpu(benchmark, backend):
+    if backend == "compiled" and not use_compiled(torch.empty(0)):
+        pytest.skip("compiled ops not built")
+    run(benchmark, _epoch("cpu", 10000, backend), rounds=3)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.benchmark(group="distillation-epoch-cuda N=50000 batch=512 d=512")
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+def test_distill_epoch_cuda(benchmark, backend):
+    if backend == "compiled" and not use_compiled(torch.empty(0, device="cuda")):
+        pytest.skip("CUDA kernels not compiled")
+    run(benchmark, _epoch("cuda", 50000, backend), "cuda", rounds=5, warmup=1)

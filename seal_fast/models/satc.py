@@ -1,0 +1,166 @@
+"""SATC: spatial structure + selective text, tri-modal mutual distillation."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..distill import ClusterHead, DistillConfig, Modality, mutual_distillation
+from ..errors import SealFastError
+from ..spatial import SpatialEncoder
+from ..text import textual_compactness
+from ..validation import as_feature_matrix, check_n_clusters
+from .base import ClusterEstimator, register, to_tensors
+from .seal import check_patches, spatial_embeddings
+
+
+@register
+class SATC(ClusterEstimator):
+    """SATC (paper Algorithm 1) on one visual space.
+
+    Visual, spatial (frozen GAT over the patch graph, as the paper's Algorithm 1
+    freezes all three feature sets) and, when its compactness tau exceeds
+    `text_threshold`, textual features each get a cluster head; the heads are
+    trained by mutual distillation on every pair of modalities in use
+    (visual-spatial, textual-spatial, visual-textual); the answer is the argmax
+    of the visual head.
+
+    Early stopping: the paper stops when the *accuracy* stops improving, which
+    needs labels. Here training stops when the training loss has not improved
+    by `min_delta` for `patience` epochs, and the weights of the best-loss
+    epoch are kept.
+
+    Parameters
+    ----------
+    n_clusters : int
+    epochs : int, default 200
+    patience : int, default 10
+    batch_size, temperature, consistency_weight, entropy_weight, n_neighbors, level :
+        Distillation (SATC: 512, 0.5, lambda1 = 1, lambda2 = 5, 50, "instance").
+    min_steps_per_epoch : int, default 100
+        An epoch is one pass over the data or this many steps, whichever is more.
+    text_threshold : float, default 0.33
+    patch_neighbors, spatial_dim, seed, device, backend, verbose
+
+    Attributes
+    ----------
+    labels_, head_ (the visual head), text_compactness_ (tau or None),
+    text_used_ (bool), fit_details_
+    """
+
+    method = "satc"
+
+    def __init__(self, n_clusters: int, *, epochs: int = 200, patience: int = 10, min_delta: float = 1e-4,
+                 batch_size: int = 512, temperature: float = 0.5, consistency_weight: float = 1.0,
+                 entropy_weight: float = 5.0, n_neighbors: int = 50, min_steps_per_epoch: int = 100,
+                 level: str = "instance",
+                 text_threshold: float = 0.33, spatial_dim: int = 0, patch_neighbors: int = 8, seed: int = 0,
+                 device="auto", backend: str = "auto", verbose: bool = False):
+        self.n_clusters = n_clusters
+        self.epochs = epochs
+        self.patience = patience
+        self.min_delta = min_delta
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.consistency_weight = consistency_weight
+        self.entropy_weight = entropy_weight
+        self.n_neighbors = n_neighbors
+        self.min_steps_per_epoch = min_steps_per_epoch
+        self.level = level
+        self.text_threshold = text_threshold
+        self.spatial_dim = spatial_dim
+        self.patch_neighbors = patch_neighbors
+        self.seed = seed
+        self.device = device
+        self.backend = backend
+        self.verbose = verbose
+
+    def distill_config(self) -> DistillConfig:
+        return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, temperature=self.temperature,
+                             entropy_weight=self.entropy_weight, consistency_weight=self.consistency_weight,
+                             n_neighbors=self.n_neighbors, level=self.level,
+                             min_steps_per_epoch=self.min_steps_per_epoch, patience=self.patience,
+                             min_delta=self.min_delta)
+
+    def fit(self, Zs, patches=None, text=None):
+        Zs = self._check_fit_input(Zs)
+        if len(Zs) != 1:
+            raise SealFastError(f"SATC uses one visual space, got {len(Zs)}; choose one (e.g. --spaces NAME)")
+        n = Zs[0].shape[0]
+        k = check_n_clusters(self.n_clusters, n)
+        if patches is None:
+            raise SealFastError("SATC needs patch features: fit(Zs, patches=P, text=T); "
+                                "`seal-fast embed` writes them to the feature store")
+        P = check_patches(patches, n, self.patch_neighbors)
+        device = self._device()
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        cpu_gen = torch.Generator().manual_seed(self.seed)
+        t0 = time.perf_counter()
+        Z = to_tensors(Zs, device)[0]
+        visual = Modality("visual", F.normalize(Z, dim=1), ClusterHead(Z.shape[1], k, generator=cpu_gen).to(device))
+        encoder = SpatialEncoder(P.shape[2], self.spatial_dim or P.shape[2], k=self.patch_neighbors,
+                                 backend=self.backend, generator=cpu_gen).to(device)
+        G = spatial_embeddings(encoder, P, device)
+        spatial = Modality("spatial", G, ClusterHead(G.shape[1], k, generator=cpu_gen).to(device))
+        modalities, pairs = [visual, spatial], [(0, 1, 1.0)]
+        self.text_compactness_ = None
+        self.text_used_ = False
+        if text is not None:
+            text = as_feature_matrix(text, "text features")
+            if text.shape[0] != n:
+                raise SealFastError(f"text features: {text.shape[0]} rows for {n} samples")
+            self.text_compactness_ = textual_compactness(text, k, seed=self.seed)
+            self.text_used_ = self.text_compactness_ > self.text_threshold
+            if self.text_used_:
+                T = F.normalize(to_tensors([text], device)[0], dim=1)
+                modalities.append(Modality("text", T, ClusterHead(T.shape[1], k, generator=cpu_gen).to(device)))
+                pairs += [(2, 1, 1.0), (0, 2, 1.0)]  # textual-spatial, visual-textual
+        t_prep = time.perf_counter() - t0
+        result = mutual_distillation(modalities, pairs, self.distill_config(), generator=generator,
+                                     backend=self.backend, progress=self.verbose, desc="SATC distill")
+        self.head_ = visual.head
+        self.feature_dims_ = [Z.shape[1]]
+        self.labels_ = self._predict_tensor(Z).cpu().numpy().astype(np.int64)
+        self.fit_details_ = {
+            "text_compactness": self.text_compactness_, "text_threshold": self.text_threshold,
+            "text_used": self.text_used_, "modalities": [m.name for m in modalities],
+            "prepare_s": round(t_prep, 3), "distill_s": round(result.seconds, 3),
+            "neighbor_s": round(result.neighbor_seconds, 3), "epochs_run": len(result.losses),
+            "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+            "early_stopping": f"training loss, patience {self.patience}, min_delta {self.min_delta}",
+            "loss_per_epoch": [round(x, 4) for x in result.losses],
+        }
+        return self
+
+    @torch.no_grad()
+    def _predict_tensor(self, Z: torch.Tensor, block: int = 65536) -> torch.Tensor:
+        self.head_.eval()
+        return torch.cat([self.head_(F.normalize(Z[s:s + block], dim=1)).argmax(1) for s in range(0, Z.shape[0], block)])
+
+    def predict_proba(self, Zs, **_ignored) -> np.ndarray:
+        Zs = self._check_predict_input(Zs)
+        device = self._device()
+        Z = to_tensors(Zs, device)[0]
+        head = self.head_.to(device).eval()
+        with torch.no_grad():
+            return torch.cat([head(F.normalize(Z[s:s + 65536], dim=1)) for s in range(0, Z.shape[0], 65536)]).cpu().numpy()
+
+    def predict(self, Zs, **_ignored) -> np.ndarray:
+        """Labels of new rows from the visual head (patches and text are not needed)."""
+        return self.predict_proba(Zs).argmax(1).astype(np.int64)
+
+    def _state(self):
+        return {**super()._state(), "head": {k: v.cpu() for k, v in self.head_.state_dict().items()},
+                "labels_": torch.from_numpy(self.labels_),
+                "text_compactness_": self.text_compactness_, "text_used_": self.text_used_}
+
+    def _set_state(self, state):
+        super()._set_state(state)
+        self.head_ = ClusterHead(self.feature_dims_[0], self.n_clusters)
+        self.head_.load_state_dict(state["head"])
+        self.head_.eval()
+        self.labels_ = state["labels_"].numpy()
+        self.text_compactness_ = state["text_compactness_"]
+        self.text_used_ = state["text_used_"]

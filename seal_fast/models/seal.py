@@ -1,0 +1,216 @@
+"""SEAL: spatial embedding (patch GAT) + mutual distillation + human labeling."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..cluster.labeling import LabelingConfig, TaskEncoder, human_labeling
+from ..distill import ClusterHead, DistillConfig, Modality, mutual_distillation
+from ..errors import SealFastError
+from ..spatial import SpatialEncoder
+from ..validation import check_finite, check_n_clusters
+from .base import ClusterEstimator, register, to_tensors
+
+GAT_MODES = ("frozen", "joint")
+
+
+def check_patches(P, n: int, k: int):
+    """Patch features (N, M, c): same N as the spaces, enough patches for the graph, finite."""
+    if not hasattr(P, "shape") or len(P.shape) != 3:
+        raise SealFastError(f"patches: expected (N, M, c), got shape {getattr(P, 'shape', None)}")
+    if P.shape[0] != n:
+        raise SealFastError(f"patches: {P.shape[0]} rows for {n} samples")
+    if P.shape[1] < k + 1:
+        raise SealFastError(f"patches: M={P.shape[1]} patches per image is fewer than the k+1={k + 1} "
+                            "nodes the patch graph needs (lower patch_neighbors)")
+    if P.shape[2] == 0:
+        raise SealFastError("patches: zero channels")
+    check_finite(P, "patches")
+    return P
+
+
+def spatial_embeddings(encoder: SpatialEncoder, P, device, block: int = 1024) -> torch.Tensor:
+    """g(x) for every image, L2-normalised, computed in blocks straight from (memory-mapped) patches."""
+    out = []
+    with torch.no_grad():
+        for s in range(0, P.shape[0], block):
+            x = torch.from_numpy(np.array(P[s:s + block])) if not isinstance(P, torch.Tensor) else P[s:s + block]
+            out.append(F.normalize(encoder(x.to(device=device, dtype=torch.float32)), dim=1))
+    return torch.cat(out)
+
+
+@register
+class SEAL(ClusterEstimator):
+    """SEAL (spatial embedding + human labeling) on one or several embedding spaces.
+
+    For every space: a spatial encoder (one GAT layer over each image's patch
+    graph, mean-pooled) gives g(x); a visual and a spatial cluster head are
+    trained by mutual distillation; the visual head's hidden layer is the
+    spatially-aware embedding phi_hat. TURTLE's human labeling on the phi_hats
+    gives the clusters. See the README for the choices where the paper is vague.
+
+    Parameters
+    ----------
+    n_clusters : int
+    iterations : int, default 6000
+        Outer iterations of the human labeling on phi_hat.
+    epochs, batch_size, temperature, entropy_weight, n_neighbors, level :
+        Mutual distillation (SEAL: 20, 512, 1.0, 5, 50, "instance").
+    min_steps_per_epoch : int, default 100
+        An epoch is one pass over the data or this many steps, whichever is
+        more, so that small datasets get the training the papers' 20 epochs
+        give N = 50,000 (about 2,000 steps).
+    gat : "frozen" or "joint"
+        Frozen: the GAT keeps its (seeded) random initialisation and g(x) is
+        computed once. Joint: the GAT is trained through the distillation loss.
+    spatial_dim : int, default 0 (= patch channels)
+    patch_neighbors : int, default 8
+        k of the per-image patch graph (plus the self loop).
+    seed, device, backend, verbose
+
+    Attributes
+    ----------
+    labels_ : (N,) int64
+    heads_ : list of fitted visual ClusterHeads (one per space)
+    labeler_ : TURTLE task encoder on phi_hat
+    fit_details_ : timings and losses per stage
+    """
+
+    method = "seal"
+
+    def __init__(self, n_clusters: int, *, iterations: int = 6000, epochs: int = 20, batch_size: int = 512,
+                 temperature: float = 1.0, entropy_weight: float = 5.0, n_neighbors: int = 50,
+                 min_steps_per_epoch: int = 100,
+                 level: str = "instance", gat: str = "frozen", spatial_dim: int = 0, patch_neighbors: int = 8,
+                 labeling_batch_size: int = 10000, seed: int = 0, device="auto", backend: str = "auto",
+                 verbose: bool = False):
+        self.n_clusters = n_clusters
+        self.iterations = iterations
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.temperature = temperature
+        self.entropy_weight = entropy_weight
+        self.n_neighbors = n_neighbors
+        self.min_steps_per_epoch = min_steps_per_epoch
+        self.level = level
+        self.gat = gat
+        self.spatial_dim = spatial_dim
+        self.patch_neighbors = patch_neighbors
+        self.labeling_batch_size = labeling_batch_size
+        self.seed = seed
+        self.device = device
+        self.backend = backend
+        self.verbose = verbose
+
+    def distill_config(self) -> DistillConfig:
+        return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, temperature=self.temperature,
+                             entropy_weight=self.entropy_weight, n_neighbors=self.n_neighbors, level=self.level,
+                             min_steps_per_epoch=self.min_steps_per_epoch)
+
+    def fit(self, Zs, patches=None):
+        Zs = self._check_fit_input(Zs)
+        n = Zs[0].shape[0]
+        k = check_n_clusters(self.n_clusters, n)
+        if self.gat not in GAT_MODES:
+            raise SealFastError(f"gat must be one of {GAT_MODES}, got {self.gat!r}")
+        if patches is None:
+            raise SealFastError("SEAL needs patch features: fit(Zs, patches=P) with P of shape (N, M, c); "
+                                "`seal-fast embed` writes them to the feature store")
+        P = check_patches(patches, n, self.patch_neighbors)
+        device = self._device()
+        generator = torch.Generator(device=device).manual_seed(self.seed)
+        cpu_gen = torch.Generator().manual_seed(self.seed)
+        details = {"distill": []}
+        X = to_tensors(Zs, device)
+        self.heads_ = []
+        phi_hat = []
+        for i, Z in enumerate(X):
+            t0 = time.perf_counter()
+            visual = Modality("visual", F.normalize(Z, dim=1),
+                              ClusterHead(Z.shape[1], k, generator=cpu_gen).to(device))
+            encoder = SpatialEncoder(P.shape[2], self.spatial_dim or P.shape[2], k=self.patch_neighbors,
+                                     backend=self.backend, generator=cpu_gen).to(device)
+            if self.gat == "frozen":
+                G = spatial_embeddings(encoder, P, device)
+                spatial = Modality("spatial", G, ClusterHead(G.shape[1], k, generator=cpu_gen).to(device))
+            else:
+                Pt = to_tensors([P.reshape(n, -1)], device, dtype=torch.float16)[0].view(P.shape)
+                spatial = Modality("spatial", Pt, ClusterHead(encoder.out_dim, k, generator=cpu_gen).to(device),
+                                   encoder=_NormalizedEncoder(encoder))
+            t_spatial = time.perf_counter() - t0
+            result = mutual_distillation([visual, spatial], [(0, 1, 1.0)], self.distill_config(),
+                                         generator=generator, backend=self.backend, progress=self.verbose,
+                                         desc=f"SEAL distill [{i}]")
+            self.heads_.append(visual.head)
+            phi_hat.append(self._embed(visual.head, Z))
+            details["distill"].append({"spatial_s": round(t_spatial, 3), "distill_s": round(result.seconds, 3),
+                                       "neighbor_s": round(result.neighbor_seconds, 3),
+                                       "loss_per_epoch": [round(x, 4) for x in result.losses]})
+        labeling = human_labeling(phi_hat, k, self.labeling_config(), seed=self.seed, backend=self.backend,
+                                  progress=self.verbose, desc="SEAL labeling")
+        self.labeler_ = labeling.encoder
+        self.feature_dims_ = [Z.shape[1] for Z in Zs]
+        self.labels_ = self.labeler_.predict_proba(phi_hat).argmax(1).cpu().numpy().astype(np.int64)
+        details["labeling_s"] = round(labeling.seconds, 3)
+        details["labeling_s_per_iteration"] = labeling.seconds_per_iteration
+        self.fit_details_ = details
+        return self
+
+    def labeling_config(self) -> LabelingConfig:
+        return LabelingConfig(iterations=self.iterations, batch_size=self.labeling_batch_size)
+
+    @staticmethod
+    @torch.no_grad()
+    def _embed(head: ClusterHead, Z: torch.Tensor, block: int = 65536) -> torch.Tensor:
+        """phi_hat: the visual head's hidden layer on the L2-normalised embedding."""
+        head.eval()
+        return torch.cat([head.hidden(F.normalize(Z[s:s + block], dim=1)) for s in range(0, Z.shape[0], block)])
+
+    def transform(self, Zs) -> list[np.ndarray]:
+        """The spatially-aware embeddings phi_hat of new rows (one array per space)."""
+        Zs = self._check_predict_input(Zs)
+        device = self._device()
+        X = to_tensors(Zs, device)
+        return [self._embed(h.to(device), Z).cpu().numpy() for h, Z in zip(self.heads_, X)]
+
+    def predict_proba(self, Zs, patches=None) -> np.ndarray:
+        Zs = self._check_predict_input(Zs)
+        device = self._device()
+        X = to_tensors(Zs, device)
+        phi_hat = [self._embed(h.to(device), Z) for h, Z in zip(self.heads_, X)]
+        return self.labeler_.to(device).predict_proba(phi_hat).cpu().numpy()
+
+    def predict(self, Zs, patches=None) -> np.ndarray:
+        """Labels of new rows; only the visual embeddings are needed (patches are ignored)."""
+        return self.predict_proba(Zs).argmax(1).astype(np.int64)
+
+    def _state(self):
+        return {**super()._state(),
+                "heads": [{k: v.cpu() for k, v in h.state_dict().items()} for h in self.heads_],
+                "labeler": {k: v.cpu() for k, v in self.labeler_.state_dict().items()},
+                "labels_": torch.from_numpy(self.labels_)}
+
+    def _set_state(self, state):
+        super()._set_state(state)
+        self.heads_ = []
+        for d, sd in zip(self.feature_dims_, state["heads"]):
+            head = ClusterHead(d, self.n_clusters)
+            head.load_state_dict(sd)
+            self.heads_.append(head.eval())
+        self.labeler_ = TaskEncoder([h.fc1.out_features for h in self.heads_], self.n_clusters)
+        self.labeler_.load_state_dict(state["labeler"])
+        self.labels_ = state["labels_"].numpy()
+
+
+class _NormalizedEncoder(torch.nn.Module):
+    """Spatial encoder whose output is L2-normalised, like the frozen path's g(x)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, P):
+        return F.normalize(self.encoder(P.float()), dim=1)

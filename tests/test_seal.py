@@ -1,0 +1,110 @@
+import json
+
+import numpy as np
+import pytest
+
+from seal_fast import load_model
+from seal_fast.cli import main
+from seal_fast.errors import SealFastError
+from seal_fast.metrics import cluster_accuracy, evaluate
+from seal_fast.models.seal import SEAL
+
+from test_satc import three_views
+
+
+def test_recovers_synthetic_labels():
+    Z, P, _, y = three_views(n=600, seed=5)
+    # 1,500 distillation steps; the labeling on phi_hat needs more outer iterations than on phi
+    model = SEAL(4, iterations=2000, epochs=15, batch_size=128, patch_neighbors=4, device="cpu").fit([Z], patches=P)
+    assert cluster_accuracy(y, model.labels_) >= 0.95
+    phi_hat = model.transform([Z])[0]
+    assert phi_hat.shape == Z.shape  # same dimension as phi
+
+
+def test_two_spaces():
+    Z, P, _, y = three_views(n=400, seed=6)
+    Z2 = (Z @ np.random.default_rng(0).normal(size=(16, 24))).astype(np.float32)
+    model = SEAL(4, iterations=2000, epochs=15, batch_size=128, patch_neighbors=4, device="cpu").fit([Z, Z2],
+                                                                                                patches=P)
+    assert len(model.heads_) == 2 and cluster_accuracy(y, model.labels_) >= 0.9
+    np.testing.assert_array_equal(model.predict([Z, Z2]), model.labels_)
+
+
+def test_deterministic_with_a_seed():
+    Z, P, _, _ = three_views(n=200, seed=7)
+    a = SEAL(4, iterations=30, epochs=2, patch_neighbors=4, seed=3, device="cpu").fit([Z], patches=P)
+    b = SEAL(4, iterations=30, epochs=2, patch_neighbors=4, seed=3, device="cpu").fit([Z], patches=P)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    np.testing.assert_array_equal(a.transform([Z])[0], b.transform([Z])[0])
+
+
+def test_joint_gat_mode_runs_and_trains_the_gat():
+    Z, P, _, y = three_views(n=200, seed=8)
+    model = SEAL(4, iterations=50, epochs=3, patch_neighbors=4, gat="joint", device="cpu").fit([Z], patches=P)
+    assert model.labels_.shape == (200,)
+
+
+def test_save_load_predict(tmp_path):
+    Z, P, _, _ = three_views(n=200, seed=9)
+    model = SEAL(4, iterations=30, epochs=2, patch_neighbors=4, device="cpu").fit([Z], patches=P)
+    model.save(tmp_path / "seal.pt")
+    again = load_model(tmp_path / "seal.pt")
+    np.testing.assert_array_equal(again.predict([Z]), model.labels_)
+    np.testing.assert_allclose(again.transform([Z])[0], model.transform([Z])[0], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case,message", [
+    ("no_patches", "needs patch features"),
+    ("few_patches", "fewer than the k\\+1=9"),
+    ("wrong_n", "rows for 100 samples"),
+    ("nan", "patches: row 7"),
+    ("ndim", "expected \\(N, M, c\\)"),
+])
+def test_bad_patches(case, message):
+    Z, P, _, _ = three_views(n=100, seed=10)
+    kwargs = {}
+    if case == "few_patches":
+        kwargs["patches"] = P[:, :5]
+    elif case == "wrong_n":
+        kwargs["patches"] = P[:90]
+    elif case == "nan":
+        P[7, 2, 3] = np.nan
+        kwargs["patches"] = P
+    elif case == "ndim":
+        kwargs["patches"] = P[:, 0]
+    with pytest.raises(SealFastError, match=message):
+        SEAL(4, patch_neighbors=8, device="cpu").fit([Z], **kwargs)
+
+
+def test_on_real_digits_features(digits_lite0):
+    """Real images and weights: SEAL's phi_hat separates the digit classes better than phi."""
+    from seal_fast.metrics import triplet_accuracy
+
+    Z = np.array(digits_lite0.space("efficientnet-lite0"))
+    y = digits_lite0.labels()
+    model = SEAL(10, iterations=300, epochs=2, batch_size=256, device="cpu").fit([Z], patches=digits_lite0.patches())
+    phi_hat = model.transform([Z])[0]
+    assert triplet_accuracy(phi_hat, y, 5000) > triplet_accuracy(Z, y, 5000)
+    assert evaluate(y, model.labels_)["acc"] > 40
+
+
+def test_cli_embed_cluster_evaluate_on_digits(tmp_path, capsys):
+    """The whole path through the CLI on real digit images (the first 200, as an .npz)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    np.savez(tmp_path / "digits200.npz", images=np.round(d.images[:200] * 255 / 16).astype(np.uint8),
+             labels=d.target[:200])
+    feats = tmp_path / "feats"
+    assert main(["embed", str(tmp_path / "digits200.npz"), "--out", str(feats), "--quiet"]) == 0
+    res = tmp_path / "seal.npy"
+    assert main(["cluster", str(feats), "--method", "seal", "--n-clusters", "10", "--iterations", "200", "--epochs", "1",
+                 "--out", str(res), "--save-model", str(tmp_path / "m.pt"), "--quiet"]) == 0
+    report = json.loads(res.with_suffix(".json").read_text())
+    assert report["method"] == "seal" and "distill" in report["fit_details"]
+    capsys.readouterr()
+    assert main(["evaluate", str(res), "--truth", str(feats)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["n"] == 200 and 0 <= metrics["acc"] <= 100
+    assert main(["predict", str(tmp_path / "m.pt"), str(feats), "--out", str(tmp_path / "p.npy")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), np.load(res))
