@@ -1,0 +1,318 @@
+"""The `seal-fast` command line (its shape is fixed; see the README)."""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SealFastError
+
+METHODS = ("kmeans", "turtle", "seal", "satc")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seal-fast", description=(
+        "Discover human-meaningful categories in unlabeled images, given only their number."))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("info", help="versions, compiled backends and visible devices")
+
+    e = sub.add_parser("embed", help="images -> feature store (visual spaces + patch features)")
+    e.add_argument("source", help="image folder (sub-folders = classes), .npz with 'images' "
+                                  "[and 'labels'], or a built-in: digits, fashion-mnist[-train|-test]")
+    e.add_argument("--out", required=True, help="feature store directory to write")
+    e.add_argument("--backbone", nargs="+", default=None, metavar="NAME",
+                   help="visual backbone(s), one space each (default: efficientnet-lite0)")
+    e.add_argument("--patch-backbone", default="efficientnet-lite0", metavar="NAME",
+                   help="backbone for the patch features, or 'none' (default: efficientnet-lite0)")
+    e.add_argument("--weights", nargs="+", default=[], metavar="[NAME=]PATH",
+                   help="local checkpoint(s); a bare PATH applies to the only backbone named")
+    e.add_argument("--device", default="auto")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--compile", action="store_true", help="torch.compile the backbone (large N on CPU)")
+    e.add_argument("--text", action="store_true",
+                   help="also write TAC-style text counterparts (needs a CLIP backbone; used by SATC)")
+    e.add_argument("--nouns", default=None, metavar="FILE",
+                   help="one noun per line instead of WordNet's nouns (with --text)")
+    e.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    c = sub.add_parser("cluster", help="fit a method on a feature store and label every row")
+    c.add_argument("featdir")
+    c.add_argument("--method", required=True, choices=METHODS)
+    c.add_argument("--n-clusters", required=True, type=int, metavar="K")
+    c.add_argument("--spaces", nargs="+", default=None, metavar="NAME",
+                   help="spaces of the store to use (default: all)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--device", default="auto")
+    c.add_argument("--out", required=True, metavar="RESULT.npy")
+    c.add_argument("--save-model", default=None, metavar="MODEL")
+    c.add_argument("--iterations", type=int, default=None,
+                   help="outer iterations T of human labeling (turtle/seal; default 6000)")
+    c.add_argument("--epochs", type=int, default=None,
+                   help="mutual-distillation epochs (seal: default 20; satc: at most, default 200)")
+    c.add_argument("--backend", default="auto", choices=("auto", "compiled", "reference"),
+                   help="compiled ops or the pure-PyTorch reference (default: auto)")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    pr = sub.add_parser("predict", help="label another feature store with a saved model")
+    pr.add_argument("model")
+    pr.add_argument("featdir")
+    pr.add_argument("--out", required=True, metavar="RESULT.npy")
+    pr.add_argument("--device", default="auto")
+
+    ev = sub.add_parser("evaluate", help="ACC / NMI / ARI of a result against true labels")
+    ev.add_argument("result", metavar="RESULT.npy")
+    ev.add_argument("--truth", required=True, metavar="FEATDIR|LABELS.npy")
+
+    d = sub.add_parser("demo", help="offline end-to-end run on real images with real weights")
+    d.add_argument("--dataset", default="digits", help="built-in dataset (default: digits)")
+    d.add_argument("--out", default="seal-fast-demo", help="folder for features, results and figure")
+    d.add_argument("--device", default="auto")
+    d.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"info": cmd_info, "embed": cmd_embed, "cluster": cmd_cluster, "predict": cmd_predict,
+                "evaluate": cmd_evaluate, "demo": cmd_demo}[args.command](args) or 0
+    except SealFastError as exc:
+        print(f"seal-fast {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"seal-fast {args.command}: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+# --- commands -----------------------------------------------------------------
+def cmd_info(args):
+    from . import build_info
+    from .backbones import known_backbones
+
+    info = build_info()
+    info["backbones"] = known_backbones()
+    info["methods"] = list(METHODS)
+    print(json.dumps(info, indent=2))
+
+
+def _parse_weights(items, backbones, patch_backbone) -> dict:
+    named = [b for b in dict.fromkeys(backbones + ([patch_backbone] if patch_backbone else []))]
+    out = {}
+    for item in items:
+        if "=" in item and not Path(item).exists():
+            name, path = item.split("=", 1)
+        else:
+            non_default = [b for b in named if b != "efficientnet-lite0"] or named
+            if len(non_default) != 1:
+                raise SealFastError("several backbones are used: give --weights as NAME=PATH")
+            name, path = non_default[0], item
+        if not Path(path).is_file():
+            raise SealFastError(f"weights file {path} does not exist")
+        out[name] = path
+    return out
+
+
+def cmd_embed(args):
+    from .backbones import DEFAULT_BACKBONE
+    from .embed import embed
+
+    backbones = args.backbone or [DEFAULT_BACKBONE]
+    patch = None if args.patch_backbone in ("none", "") else args.patch_backbone
+    weights = _parse_weights(args.weights, backbones, patch)
+    if args.text:  # fail before the long part, not after it
+        from .backbones.clip import CLIP_MODELS
+        from .text import read_nouns
+
+        clip = [b for b in backbones if b in CLIP_MODELS]
+        if not clip:
+            raise SealFastError("--text needs a CLIP backbone, e.g. --backbone clip-vit-b-32 efficientnet-lite0")
+        read_nouns(args.nouns)
+    store = embed(args.source, args.out, backbones=backbones, patch_backbone=patch, weights=weights,
+                  device=args.device, batch_size=args.batch_size, compile=args.compile,
+                  progress=not args.quiet)
+    if args.text:
+        from .embed import add_text_features
+
+        store = add_text_features(args.out, clip[0], weights=weights.get(clip[0]), nouns_path=args.nouns,
+                                  device=args.device, progress=not args.quiet)
+    skipped = store.manifest.get("n_skipped", 0)
+    print(f"wrote {store.path}: N={store.n}, spaces={store.spaces}"
+          f"{', patches ' + str(tuple(store.entry('patches')['shape'])) if store.has('patches') else ''}"
+          f"{', labels' if store.labels_available else ''}"
+          f"{', text ' + str(tuple(store.entry('text')['shape'])) if store.has('text') else ''}")
+    if skipped:
+        first = store.manifest["skipped"][0]
+        print(f"skipped {skipped} unreadable image(s), e.g. {first['name']}: {first['reason']} "
+              f"(all listed in {store.path / 'manifest.json'})")
+
+
+def _select_spaces(store, names):
+    available = store.spaces
+    if not available:
+        raise SealFastError(f"feature store {store.path} has no embedding space")
+    names = names or available
+    for n in names:
+        if n not in available:
+            raise SealFastError(f"feature store {store.path} has no space {n!r}; it has {available}")
+    return names
+
+
+def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str,
+                    iterations: int | None, verbose: bool, epochs: int | None = None):
+    from .models.kmeans import KMeans
+    from .models.turtle import TURTLE
+
+    extra = {} if iterations is None else {"iterations": iterations}
+    if epochs is not None and method not in ("seal", "satc"):
+        raise SealFastError("--epochs applies to seal and satc only")
+    distill = {} if epochs is None else {"epochs": epochs}
+    if method == "kmeans":
+        return KMeans(k, seed=seed, device=device, verbose=verbose)
+    if method == "turtle":
+        return TURTLE(k, seed=seed, device=device, backend=backend, verbose=verbose, **extra)
+    if method == "seal":
+        from .models.seal import SEAL
+        return SEAL(k, seed=seed, device=device, backend=backend, verbose=verbose, **extra, **distill)
+    if method == "satc":
+        from .models.satc import SATC
+        if iterations is not None:
+            raise SealFastError("--iterations applies to turtle and seal only")
+        return SATC(k, seed=seed, device=device, backend=backend, verbose=verbose, **distill)
+    raise SealFastError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def fit_inputs(model, store, spaces):
+    """What `fit`/`predict` take for this method, read from the store."""
+    Zs = [store.space(n) for n in spaces]
+    kwargs = {}
+    if model.method in ("seal", "satc"):
+        kwargs["patches"] = store.patches()
+    if model.method == "satc" and store.has("text"):
+        kwargs["text"] = store.text()
+    return Zs, kwargs
+
+
+def cmd_cluster(args):
+    from .models.base import ClusterEstimator  # noqa: F401  (registry)
+    from .store import FeatureStore, save_json_atomic, save_npy_atomic
+
+    t0 = time.perf_counter()
+    store = FeatureStore(args.featdir)
+    spaces = _select_spaces(store, args.spaces)
+    model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=args.device,
+                            backend=args.backend, iterations=args.iterations, verbose=not args.quiet,
+                            epochs=args.epochs)
+    Zs, kwargs = fit_inputs(model, store, spaces)
+    t_load = time.perf_counter() - t0
+    model.fit(Zs, **kwargs)
+    t_fit = time.perf_counter() - t0 - t_load
+    model.meta_ = {"spaces": spaces, "featdir": str(store.path.resolve())}
+    labels = np.asarray(model.labels_, dtype=np.int64)
+    out = Path(args.out)
+    report = _report(args, store, spaces, model, labels, {"load_s": t_load, "fit_s": t_fit})
+    if args.save_model:
+        model.save(args.save_model)
+    save_npy_atomic(out, labels)
+    report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+    save_json_atomic(out.with_suffix(".json"), report)
+    line = f"wrote {out} ({labels.shape[0]} labels, {len(np.unique(labels))} clusters used)"
+    if "evaluation" in report:
+        line += f"; against the store's labels: {json.dumps(report['evaluation'])}"
+    print(line)
+
+
+def _resolved_backend(model) -> str:
+    from ._extension import use_compiled
+    import torch
+
+    backend = getattr(model, "backend", None)
+    if backend is None:
+        return "torch"
+    if backend == "reference":
+        return "reference"
+    dev = model._device()
+    return "compiled" if use_compiled(torch.empty(0, device=dev)) else "reference"
+
+
+def _report(args, store, spaces, model, labels, timings) -> dict:
+    from . import build_info
+    from .metrics import evaluate
+
+    info = build_info()
+    report = {
+        "method": model.method,
+        "n_clusters": args.n_clusters,
+        "n": int(labels.shape[0]),
+        "featdir": str(store.path.resolve()),
+        "spaces": spaces,
+        "seed": args.seed,
+        "device": str(model._device()),
+        "backend": _resolved_backend(model),
+        "params": {k: v for k, v in model.get_params().items() if k != "verbose"},
+        "timings": {k: round(v, 3) for k, v in timings.items()},
+        "fit_details": getattr(model, "fit_details_", {}),
+        "versions": {k: info[k] for k in ("seal_fast", "torch", "compiled_ops")},
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    truth = store.labels()
+    if truth is not None:
+        # for information only: labels are never used for fitting
+        report["evaluation"] = evaluate(truth, labels)
+    return report
+
+
+def cmd_predict(args):
+    from .models.base import load_model
+    from .store import FeatureStore, save_npy_atomic
+
+    model = load_model(args.model, device=args.device)
+    store = FeatureStore(args.featdir)
+    spaces = model.meta_.get("spaces") or _select_spaces(store, None)
+    for name in spaces:
+        if name not in store.spaces:
+            raise SealFastError(f"the model was fitted on space {name!r}, which {store.path} does not have "
+                                f"(it has {store.spaces}); embed it with the same backbone")
+    labels = model.predict([store.space(n) for n in spaces])  # every method predicts from the visual spaces
+    save_npy_atomic(args.out, np.asarray(labels, dtype=np.int64))
+    print(f"wrote {args.out} ({len(labels)} labels)")
+
+
+def _load_labels(path) -> np.ndarray:
+    from .store import FeatureStore
+
+    p = Path(path)
+    if p.is_dir():
+        y = FeatureStore(p).labels()
+        if y is None:
+            raise SealFastError(f"feature store {p} has no labels.npy to evaluate against")
+        return y
+    if not p.is_file():
+        raise SealFastError(f"{p} does not exist")
+    try:
+        return np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise SealFastError(f"{p}: not a readable .npy file ({exc})") from exc
+
+
+def cmd_evaluate(args):
+    from .metrics import evaluate
+
+    pred = _load_labels(args.result)
+    truth = _load_labels(args.truth)
+    print(json.dumps(evaluate(truth, pred)))
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    run_demo(dataset=args.dataset, out=args.out, device=args.device, seed=args.seed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
