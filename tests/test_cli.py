@@ -70,6 +70,8 @@ def _nan_store(tmp_path):
     ("k_large", ["--n-clusters", "1000"], "exceeds"),
     ("space", ["--n-clusters", "3", "--spaces", "zzz"], "no space 'zzz'"),
     ("seal_no_patches", ["--n-clusters", "3", "--method", "seal"], "patch features"),
+    ("epochs_kmeans", ["--n-clusters", "3", "--epochs", "2"], "--epochs applies to seal and satc"),
+    ("iterations_satc", ["--n-clusters", "3", "--method", "satc", "--iterations", "5"], "--iterations applies"),
 ])
 def test_cluster_bad_input(capsys, tmp_path, store, case, args, message):
     res = tmp_path / "r.npy"
