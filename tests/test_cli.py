@@ -29,6 +29,14 @@ def test_info(capsys):
     assert rc == 0 and "compiled_ops" in info and "efficientnet-lite0" in info["backbones"]
 
 
+def test_public_api_imports():
+    import subprocess
+    import sys
+
+    code = "from seal_fast import SEAL, SATC, TURTLE, KMeans, FeatureStore, load_model, build_info"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
 @pytest.mark.parametrize("method,extra", [("kmeans", []), ("turtle", ["--iterations", "800"])])
 def test_cluster_evaluate_predict(capsys, tmp_path, store, method, extra):
     res = tmp_path / "r.npy"
