@@ -9,11 +9,10 @@ import torch.nn.functional as F
 
 from ..distill import ClusterHead, DistillConfig, Modality, mutual_distillation
 from ..errors import SealFastError
-from ..spatial import SpatialEncoder
 from ..text import textual_compactness
 from ..validation import as_feature_matrix, check_n_clusters
 from .base import ClusterEstimator, register, to_tensors
-from .seal import check_patches, spatial_embeddings
+from .seal import require_patches, visual_and_spatial
 
 
 @register
@@ -90,20 +89,15 @@ class SATC(ClusterEstimator):
             raise SealFastError(f"SATC uses one visual space, got {len(Zs)}; choose one (e.g. --spaces NAME)")
         n = Zs[0].shape[0]
         k = check_n_clusters(self.n_clusters, n)
-        if patches is None:
-            raise SealFastError("SATC needs patch features: fit(Zs, patches=P, text=T); "
-                                "`seal-fast embed` writes them to the feature store")
-        P = check_patches(patches, n, self.patch_neighbors)
+        P = require_patches(patches, n, self.patch_neighbors, "SATC", call="fit(Zs, patches=P, text=T)")
         device = self._device()
         generator = torch.Generator(device=device).manual_seed(self.seed)
         cpu_gen = torch.Generator().manual_seed(self.seed)
         t0 = time.perf_counter()
         Z = to_tensors(Zs, device)[0]
-        visual = Modality("visual", F.normalize(Z, dim=1), ClusterHead(Z.shape[1], k, generator=cpu_gen).to(device))
-        encoder = SpatialEncoder(P.shape[2], self.spatial_dim or P.shape[2], k=self.patch_neighbors,
-                                 backend=self.backend, generator=cpu_gen).to(device)
-        G = spatial_embeddings(encoder, P, device)
-        spatial = Modality("spatial", G, ClusterHead(G.shape[1], k, generator=cpu_gen).to(device))
+        visual, spatial = visual_and_spatial(Z, P, k, spatial_dim=self.spatial_dim,
+                                             patch_neighbors=self.patch_neighbors, backend=self.backend,
+                                             generator=cpu_gen, device=device)
         modalities, pairs = [visual, spatial], [(0, 1, 1.0)]
         self.text_compactness_ = None
         self.text_used_ = False

@@ -32,6 +32,31 @@ def check_patches(P, n: int, k: int):
     return P
 
 
+def require_patches(patches, n: int, k: int, method: str, call: str = "fit(Zs, patches=P)"):
+    """The patch features a spatial method cannot do without, checked."""
+    if patches is None:
+        raise SealFastError(f"{method} needs patch features: {call} with P of shape (N, M, c); "
+                            "`seal-fast embed` writes them to the feature store")
+    return check_patches(patches, n, k)
+
+
+def visual_and_spatial(Z: torch.Tensor, P, k: int, *, spatial_dim: int, patch_neighbors: int, backend: str,
+                       generator: torch.Generator, device, frozen: bool = True):
+    """The two modalities SEAL and SATC share: the visual one on L2-normalised Z and the
+    spatial one (a GAT over each image's patch graph; frozen: g(x) computed once).
+    Heads and encoder draw their initialisation from `generator` in a fixed order."""
+    visual = Modality("visual", F.normalize(Z, dim=1), ClusterHead(Z.shape[1], k, generator=generator).to(device))
+    encoder = SpatialEncoder(P.shape[2], spatial_dim or P.shape[2], k=patch_neighbors,
+                             backend=backend, generator=generator).to(device)
+    if frozen:
+        G = spatial_embeddings(encoder, P, device)
+        return visual, Modality("spatial", G, ClusterHead(G.shape[1], k, generator=generator).to(device))
+    n = P.shape[0]
+    Pt = to_tensors([P.reshape(n, -1)], device, dtype=torch.float16)[0].view(P.shape)
+    return visual, Modality("spatial", Pt, ClusterHead(encoder.out_dim, k, generator=generator).to(device),
+                            encoder=_NormalizedEncoder(encoder))
+
+
 def spatial_embeddings(encoder: SpatialEncoder, P, device, block: int = 1024) -> torch.Tensor:
     """g(x) for every image, L2-normalised, computed in blocks straight from (memory-mapped) patches."""
     out = []
@@ -116,10 +141,7 @@ class SEAL(ClusterEstimator):
         k = check_n_clusters(self.n_clusters, n)
         if self.gat not in GAT_MODES:
             raise SealFastError(f"gat must be one of {GAT_MODES}, got {self.gat!r}")
-        if patches is None:
-            raise SealFastError("SEAL needs patch features: fit(Zs, patches=P) with P of shape (N, M, c); "
-                                "`seal-fast embed` writes them to the feature store")
-        P = check_patches(patches, n, self.patch_neighbors)
+        P = require_patches(patches, n, self.patch_neighbors, "SEAL")
         device = self._device()
         generator = torch.Generator(device=device).manual_seed(self.seed)
         cpu_gen = torch.Generator().manual_seed(self.seed)
@@ -129,17 +151,9 @@ class SEAL(ClusterEstimator):
         phi_hat = []
         for i, Z in enumerate(X):
             t0 = time.perf_counter()
-            visual = Modality("visual", F.normalize(Z, dim=1),
-                              ClusterHead(Z.shape[1], k, generator=cpu_gen).to(device))
-            encoder = SpatialEncoder(P.shape[2], self.spatial_dim or P.shape[2], k=self.patch_neighbors,
-                                     backend=self.backend, generator=cpu_gen).to(device)
-            if self.gat == "frozen":
-                G = spatial_embeddings(encoder, P, device)
-                spatial = Modality("spatial", G, ClusterHead(G.shape[1], k, generator=cpu_gen).to(device))
-            else:
-                Pt = to_tensors([P.reshape(n, -1)], device, dtype=torch.float16)[0].view(P.shape)
-                spatial = Modality("spatial", Pt, ClusterHead(encoder.out_dim, k, generator=cpu_gen).to(device),
-                                   encoder=_NormalizedEncoder(encoder))
+            visual, spatial = visual_and_spatial(Z, P, k, spatial_dim=self.spatial_dim,
+                                                 patch_neighbors=self.patch_neighbors, backend=self.backend,
+                                                 generator=cpu_gen, device=device, frozen=self.gat == "frozen")
             t_spatial = time.perf_counter() - t0
             result = mutual_distillation([visual, spatial], [(0, 1, 1.0)], self.distill_config(),
                                          generator=generator, backend=self.backend, progress=self.verbose,
