@@ -52,6 +52,25 @@ def test_ties_go_to_the_lower_index(device, exclude):
 
 
 @needs_ops
+@pytest.mark.parametrize("exclude", [True, False])
+def test_self_search_uses_symmetry_without_changing_the_answer(exclude):
+    """Q is R (the distillation's case): the CPU kernel multiplies only the tiles on
+    and above the diagonal. N spans several 2048-row tiles and every row has an exact
+    copy in another tile, so ties across tiles must still go to the lower index."""
+    base = torch.randn(1300, 12, generator=torch.Generator().manual_seed(3))
+    X = torch.cat([base, base, base[:100]])  # rows i, i + 1300 (and i + 2600) are equal
+    v, i = cosine_topk(X, X, 7, exclude, backend="compiled")
+    cv, ci = cosine_topk(X, X.clone(), 7, exclude, backend="compiled")  # a copy: the full product
+    rv, ri = cosine_topk_reference(X, X, 7, exclude)
+    torch.testing.assert_close(i, ri, rtol=0, atol=0)
+    torch.testing.assert_close(ci, ri, rtol=0, atol=0)
+    torch.testing.assert_close(v, rv, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(v, cv, rtol=0, atol=1e-6)
+    copies = i[5, :2].tolist()  # row 5's copies 1305 and 2605 (and 5 itself unless excluded)
+    assert copies == ([1305, 2605] if exclude else [5, 1305])
+
+
+@needs_ops
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs(device, dtype):

@@ -53,7 +53,9 @@ def cosine_topk(Q, R, k: int, exclude_self: bool = False, *, backend: str = "aut
     Returns:
         ``(values, indices)``, both (Nq, k), best first; ties go to the lower
         index. Values are float32 whatever the input dtype. The compiled kernels
-        never allocate the Nq x Nr matrix (memory O(Nq k)). Not differentiable.
+        never allocate the Nq x Nr matrix (memory O(Nq k)). On CPU, passing the
+        same tensor as Q and R (a self-search) lets the kernel multiply only the
+        upper triangle of the similarity tiles. Not differentiable.
 
     Example:
         >>> X = torch.randn(1000, 64)
