@@ -5,10 +5,10 @@
 // level 1 ("cluster", TAC): the 2K columns of A and B are the items.
 //   C = norm([A^T; B^T]); S = C C^T / T with the diagonal removed;
 //   L = mean_u(lse_{v != u} S_uv - S_u,partner(u))
-// Both are written as "items X (n x m) and Y (n x m) contrasted row by row":
-// instance contrasts X = A, Y = B across rows; cluster contrasts the 2K rows of
-// C with each other. The similarity matrix is small (batch^2 or (2K)^2), so it
-// is formed once, used for both log-sum-exps and for the gradient.
+// The instance level is the ATen composition shared with CUDA (one exp table,
+// BLAS GEMMs; see cross_modal_infonce_aten.cpp). The cluster level is computed
+// here: its (2K)^2 similarity matrix is formed once and serves the log-sum-exps
+// and the gradient.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 
@@ -16,6 +16,12 @@
 #include <vector>
 
 namespace seal_fast {
+
+// The instance level on CPU is the ATen composition (cross_modal_infonce_aten.cpp).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_modal_infonce_aten(const at::Tensor& A, const at::Tensor& B,
+                                                                        double temperature, int64_t level,
+                                                                        bool with_grad);
+
 namespace {
 
 // x_i / |x_i| for the n rows (length m) of X; returns the norms.
@@ -54,102 +60,6 @@ T logsumexp(const T* v, int64_t n, int64_t stride, int64_t skip) {
   for (int64_t j = 0; j < n; ++j)
     if (j != skip) s += std::exp(v[j * stride] - mx);
   return mx + std::log(s);
-}
-
-// Rows of A and B are unit vectors after normalisation, so every S_ij = cos / T
-// lies in [-1/T, 1/T]. Shifting by the bound 1/T instead of each row's and each
-// column's own maximum lets one table E = exp(S - 1/T) serve the row and the
-// column log-sum-exps and both softmaxes of the gradient: n^2 exps instead of
-// 4 n^2, all read row by row. The shift is safe from underflow while 2/T stays
-// far above float's range limit; below T = 1/30 the per-row/column maxima are used.
-constexpr double kSharedShiftMaxInvT = 30.0;
-
-template <typename T>
-T instance_level(const T* A, const T* B, int64_t n, int64_t K, double temperature, bool with_grad, T* gA, T* gB) {
-  std::vector<T> An(n * K), Bn(n * K), S(n * n), lse_row(n), lse_col(n);
-  const auto na = normalize_rows(A, n, K, An.data());
-  const auto nb = normalize_rows(B, n, K, Bn.data());
-  const T invT = T(1) / static_cast<T>(temperature);
-  at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        T s = 0;
-        for (int64_t k = 0; k < K; ++k) s += An[i * K + k] * Bn[j * K + k];
-        S[i * n + j] = s * invT;
-      }
-  });
-  std::vector<T> s_diag(n);
-  for (int64_t i = 0; i < n; ++i) s_diag[i] = S[i * n + i];
-  const bool shared_shift = 1.0 / temperature <= kSharedShiftMaxInvT;
-  std::vector<T> row_sum, col_sum;
-  if (shared_shift) {
-    const T shift = invT;
-    row_sum.assign(n, 0);
-    col_sum.assign(n, 0);
-    at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {  // S becomes E, rows summed
-      for (int64_t i = b; i < e; ++i) {
-        T sum = 0;
-        for (int64_t j = 0; j < n; ++j) sum += (S[i * n + j] = std::exp(S[i * n + j] - shift));
-        row_sum[i] = sum;
-      }
-    });
-    at::parallel_for(0, n, 64, [&](int64_t b, int64_t e) {  // columns: each task owns a range of j
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = b; j < e; ++j) col_sum[j] += S[i * n + j];
-    });
-    for (int64_t i = 0; i < n; ++i) {
-      lse_row[i] = std::log(row_sum[i]) + shift;
-      lse_col[i] = std::log(col_sum[i]) + shift;
-    }
-  } else {
-    at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
-      for (int64_t i = b; i < e; ++i) {
-        lse_row[i] = logsumexp(S.data() + i * n, n, 1, -1);
-        lse_col[i] = logsumexp(S.data() + i, n, n, -1);
-      }
-    });
-  }
-  T loss = 0;
-  for (int64_t i = 0; i < n; ++i) loss += lse_row[i] + lse_col[i] - 2 * s_diag[i];
-  loss /= static_cast<T>(n);
-  if (!with_grad) return loss;
-  // dL/dS_ij = (softmax_row + softmax_col - 2 delta_ij) / n, in place
-  const T inv_n = T(1) / static_cast<T>(n);
-  at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i)
-      for (int64_t j = 0; j < n; ++j) {
-        T p;
-        if (shared_shift) {
-          p = S[i * n + j] / row_sum[i] + S[i * n + j] / col_sum[j];
-        } else {
-          const T s = S[i * n + j];
-          p = std::exp(s - lse_row[i]) + std::exp(s - lse_col[j]);
-        }
-        S[i * n + j] = (p - (i == j ? T(2) : T(0))) * inv_n;
-      }
-  });
-  // gA = G Bn / T (rows of G); gB = G^T An / T, accumulated with each task owning a range of rows of gB
-  at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) {
-      for (int64_t k = 0; k < K; ++k) gA[i * K + k] = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        const T g = S[i * n + j] * invT;
-        for (int64_t k = 0; k < K; ++k) gA[i * K + k] += g * Bn[j * K + k];
-      }
-    }
-  });
-  at::parallel_for(0, n, 16, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j)
-      for (int64_t k = 0; k < K; ++k) gB[j * K + k] = 0;
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = b; j < e; ++j) {
-        const T g = S[i * n + j] * invT;
-        for (int64_t k = 0; k < K; ++k) gB[j * K + k] += g * An[i * K + k];
-      }
-  });
-  normalize_backward(An.data(), na, n, K, gA);
-  normalize_backward(Bn.data(), nb, n, K, gB);
-  return loss;
 }
 
 template <typename T>
@@ -213,13 +123,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_modal_infonce_cpu(const at:
   const int64_t n = A.size(0), K = A.size(1);
   auto gA = with_grad ? at::empty_like(A) : at::empty({0}, A.options());
   auto gB = with_grad ? at::empty_like(B) : at::empty({0}, B.options());
+  if (level == 0) return cross_modal_infonce_aten(A, B, temperature, level, with_grad);
   at::Tensor loss;
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "cross_modal_infonce_cpu", [&] {
     scalar_t* ga = with_grad ? gA.data_ptr<scalar_t>() : nullptr;
     scalar_t* gb = with_grad ? gB.data_ptr<scalar_t>() : nullptr;
-    const scalar_t v = level == 0
-        ? instance_level<scalar_t>(A.data_ptr<scalar_t>(), B.data_ptr<scalar_t>(), n, K, temperature, with_grad, ga, gb)
-        : cluster_level<scalar_t>(A.data_ptr<scalar_t>(), B.data_ptr<scalar_t>(), n, K, temperature, with_grad, ga, gb);
+    const scalar_t v =
+        cluster_level<scalar_t>(A.data_ptr<scalar_t>(), B.data_ptr<scalar_t>(), n, K, temperature, with_grad, ga, gb);
     loss = at::scalar_tensor(v, A.options());
   });
   return {loss, gA, gB};
