@@ -49,10 +49,34 @@ def make_model(method: str, seed: int, args):
     if method == "turtle":
         return TURTLE(10, iterations=args.iterations, seed=seed)
     if method == "seal":
-        return SEAL(10, iterations=args.iterations, seed=seed, verbose=args.verbose)
+        return SEAL(10, iterations=args.iterations, restarts=args.restarts, seed=seed, verbose=args.verbose)
     if method == "satc":
-        return SATC(10, epochs=args.satc_epochs, seed=seed, verbose=args.verbose)
+        return SATC(10, epochs=args.satc_epochs, temperature=args.satc_temperature, restarts=args.restarts,
+                    seed=seed, verbose=args.verbose)
     raise ValueError(method)
+
+
+def run_config(method: str, args) -> dict:
+    if method == "seal":
+        return {"restarts": args.restarts, "iterations": args.iterations}
+    if method == "satc":
+        return {"restarts": args.restarts, "temperature": args.satc_temperature, "epochs": args.satc_epochs}
+    if method == "turtle":
+        return {"iterations": args.iterations}
+    return {}
+
+
+def variant(row: dict) -> str:
+    """Table label: the method, and for the distillation methods the settings
+    that changed between recorded runs (rows before `config` was recorded used
+    one restart and, for SATC, the paper's T = 0.5)."""
+    if row["method"] not in ("seal", "satc"):
+        return row["method"]
+    config = row.get("config", {})
+    label = f"{row['method']}, {config.get('restarts', 1)} restart(s)"
+    if row["method"] == "satc":
+        label += f", T={config.get('temperature', 0.5)}"
+    return label
 
 
 def run_one(method: str, seed: int, train: FeatureStore, test: FeatureStore, args) -> dict:
@@ -65,7 +89,7 @@ def run_one(method: str, seed: int, train: FeatureStore, test: FeatureStore, arg
     else:
         model.fit([Z])
     fit_s = time.perf_counter() - t0
-    row = {"method": method, "seed": seed, "fit_s": round(fit_s, 1),
+    row = {"method": method, "seed": seed, "fit_s": round(fit_s, 1), "config": run_config(method, args),
            "train": evaluate(train.labels(), model.labels_),
            "test": evaluate(test.labels(), model.predict([Zt]))}
     if method == "seal":
@@ -83,21 +107,22 @@ def run_one(method: str, seed: int, train: FeatureStore, test: FeatureStore, arg
 
 def table(rows: list[dict]) -> str:
     lines = ["| method | seeds | ACC | NMI | ARI | fit time (s) |", "|---|---|---|---|---|---|"]
-    for method in ("kmeans", "turtle", "seal", "satc"):
-        runs = [r for r in rows if r["method"] == method]
-        if not runs:
-            continue
+    labels = sorted({variant(r) for r in rows}, key=lambda v: (["kmeans", "turtle", "seal", "satc"].index(
+        v.split(",")[0]), v))
+    for label in labels:
+        runs = [r for r in rows if variant(r) == label]
         cells = []
         for m in METRICS:
             v = np.array([r["test"][m] for r in runs])
             cells.append(f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v[0]:.1f}")
         fit = np.mean([r["fit_s"] for r in runs])
-        lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells) + f" | {fit:.0f} |")
-    seal = [r for r in rows if r["method"] == "seal"]
-    if seal:
-        phi = np.mean([r["triplet_phi"] for r in seal])
-        hat = np.mean([r["triplet_phi_hat"] for r in seal])
-        lines.append(f"\ntriplet accuracy on the test split: phi {phi:.3f}, SEAL phi_hat {hat:.3f}")
+        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + f" | {fit:.0f} |")
+    for label in labels:
+        seal = [r for r in rows if variant(r) == label and r["method"] == "seal"]
+        if seal:
+            phi = np.mean([r["triplet_phi"] for r in seal])
+            hat = np.mean([r["triplet_phi_hat"] for r in seal])
+            lines.append(f"\ntriplet accuracy on the test split ({label}): phi {phi:.3f}, phi_hat {hat:.3f}")
     return "\n".join(lines)
 
 
@@ -109,6 +134,8 @@ def main():
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--iterations", type=int, default=2000, help="outer iterations of human labeling")
     ap.add_argument("--satc-epochs", type=int, default=200)
+    ap.add_argument("--satc-temperature", type=float, default=1.0)
+    ap.add_argument("--restarts", type=int, default=3, help="distillation restarts of SEAL and SATC")
     ap.add_argument("--out", type=Path, required=True, help="JSON-lines file, one row per run")
     ap.add_argument("--resume", action="store_true", help="skip runs already in --out")
     ap.add_argument("--table-only", action="store_true", help="print the table of the runs in --out")
@@ -123,10 +150,10 @@ def main():
     rows = []
     if args.resume and args.out.exists():
         rows = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()]
-    done = {(r["method"], r["seed"]) for r in rows}
+    done = {(variant(r), r["seed"]) for r in rows}
     for method in args.methods:
         for seed in args.seeds:
-            if (method, seed) in done:
+            if (variant({"method": method, "config": run_config(method, args)}), seed) in done:
                 continue
             row = run_one(method, seed, train, test, args)
             row["threads"] = torch.get_num_threads()

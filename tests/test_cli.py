@@ -79,6 +79,8 @@ def _nan_store(tmp_path):
     ("space", ["--n-clusters", "3", "--spaces", "zzz"], "no space 'zzz'"),
     ("seal_no_patches", ["--n-clusters", "3", "--method", "seal"], "patch features"),
     ("epochs_kmeans", ["--n-clusters", "3", "--epochs", "2"], "--epochs applies to seal and satc"),
+    ("restarts_turtle", ["--n-clusters", "3", "--method", "turtle", "--restarts", "2"],
+     "--restarts applies to seal and satc"),
     ("iterations_satc", ["--n-clusters", "3", "--method", "satc", "--iterations", "5"], "--iterations applies"),
 ])
 def test_cluster_bad_input(capsys, tmp_path, store, case, args, message):

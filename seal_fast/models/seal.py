@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cluster.labeling import LabelingConfig, TaskEncoder, human_labeling
-from ..distill import ClusterHead, DistillConfig, Modality, mutual_distillation
+from ..distill import ClusterHead, DistillConfig, Modality, distill_with_restarts, restart_seed
 from ..errors import SealFastError
 from ..spatial import SpatialEncoder
 from ..validation import check_finite, check_n_clusters
@@ -30,6 +30,11 @@ def check_patches(P, n: int, k: int):
         raise SealFastError("patches: zero channels")
     check_finite(P, "patches")
     return P
+
+
+def check_restarts(restarts):
+    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 1:
+        raise SealFastError(f"restarts must be an integer >= 1, got {restarts!r}")
 
 
 def require_patches(patches, n: int, k: int, method: str, call: str = "fit(Zs, patches=P)"):
@@ -55,6 +60,20 @@ def visual_and_spatial(Z: torch.Tensor, P, k: int, *, spatial_dim: int, patch_ne
     Pt = to_tensors([P.reshape(n, -1)], device, dtype=torch.float16)[0].view(P.shape)
     return visual, Modality("spatial", Pt, ClusterHead(encoder.out_dim, k, generator=generator).to(device),
                             encoder=_NormalizedEncoder(encoder))
+
+
+def restart_modalities(first: list[Modality], r: int, k: int, seed: int, device, rebuild=None) -> list[Modality]:
+    """The modalities of distillation restart r: restart 0 is `first`; later ones
+    keep the (frozen) inputs and get fresh heads drawn from the restart's seed.
+    `rebuild(generator)` makes everything anew instead (a trained encoder cannot
+    be shared between restarts)."""
+    if r == 0:
+        return first
+    generator = torch.Generator().manual_seed(restart_seed(seed, r))
+    if rebuild is not None:
+        return rebuild(generator)
+    return [Modality(m.name, m.inputs, ClusterHead(m.head.fc1.in_features, k, generator=generator).to(device))
+            for m in first]
 
 
 def spatial_embeddings(encoder: SpatialEncoder, P, device, block: int = 1024) -> torch.Tensor:
@@ -88,6 +107,10 @@ class SEAL(ClusterEstimator):
         An epoch is one pass over the data or this many steps, whichever is
         more, so that small datasets get the training the papers' 20 epochs
         give N = 50,000 (about 2,000 steps).
+    restarts : int, default 3
+        Distillation restarts per space (fresh heads, same spatial features and
+        neighbours); the consensus restart, whose visual-head partition agrees
+        best with the others', is kept. 1 = the paper's single run.
     gat : "frozen" or "joint"
         Frozen: the GAT keeps its (seeded) random initialisation and g(x) is
         computed once. Joint: the GAT is trained through the distillation loss.
@@ -108,7 +131,7 @@ class SEAL(ClusterEstimator):
 
     def __init__(self, n_clusters: int, *, iterations: int = 6000, epochs: int = 20, batch_size: int = 512,
                  temperature: float = 1.0, entropy_weight: float = 5.0, n_neighbors: int = 50,
-                 min_steps_per_epoch: int = 100,
+                 min_steps_per_epoch: int = 100, restarts: int = 3,
                  level: str = "instance", gat: str = "frozen", spatial_dim: int = 0, patch_neighbors: int = 8,
                  labeling_batch_size: int = 10000, seed: int = 0, device="auto", backend: str = "auto",
                  verbose: bool = False):
@@ -120,6 +143,7 @@ class SEAL(ClusterEstimator):
         self.entropy_weight = entropy_weight
         self.n_neighbors = n_neighbors
         self.min_steps_per_epoch = min_steps_per_epoch
+        self.restarts = restarts
         self.level = level
         self.gat = gat
         self.spatial_dim = spatial_dim
@@ -141,9 +165,9 @@ class SEAL(ClusterEstimator):
         k = check_n_clusters(self.n_clusters, n)
         if self.gat not in GAT_MODES:
             raise SealFastError(f"gat must be one of {GAT_MODES}, got {self.gat!r}")
+        check_restarts(self.restarts)
         P = require_patches(patches, n, self.patch_neighbors, "SEAL")
         device = self._device()
-        generator = torch.Generator(device=device).manual_seed(self.seed)
         cpu_gen = torch.Generator().manual_seed(self.seed)
         details = {"distill": []}
         X = to_tensors(Zs, device)
@@ -151,18 +175,28 @@ class SEAL(ClusterEstimator):
         phi_hat = []
         for i, Z in enumerate(X):
             t0 = time.perf_counter()
-            visual, spatial = visual_and_spatial(Z, P, k, spatial_dim=self.spatial_dim,
-                                                 patch_neighbors=self.patch_neighbors, backend=self.backend,
-                                                 generator=cpu_gen, device=device, frozen=self.gat == "frozen")
+
+            def build(gen, Z=Z):
+                return list(visual_and_spatial(Z, P, k, spatial_dim=self.spatial_dim,
+                                               patch_neighbors=self.patch_neighbors, backend=self.backend,
+                                               generator=gen, device=device, frozen=self.gat == "frozen"))
+
+            first = build(cpu_gen)
             t_spatial = time.perf_counter() - t0
-            result = mutual_distillation([visual, spatial], [(0, 1, 1.0)], self.distill_config(),
-                                         generator=generator, backend=self.backend, progress=self.verbose,
-                                         desc=f"SEAL distill [{i}]")
+            rebuild = None if self.gat == "frozen" else build
+            runs = distill_with_restarts(
+                lambda r, first=first: restart_modalities(first, r, k, self.seed, device, rebuild),
+                [(0, 1, 1.0)], self.distill_config(), restarts=self.restarts, seed=self.seed, device=device,
+                backend=self.backend, progress=self.verbose, desc=f"SEAL distill [{i}]")
+            visual, result = runs.modalities[0], runs.result
             self.heads_.append(visual.head)
             phi_hat.append(self._embed(visual.head, Z))
             details["distill"].append({"spatial_s": round(t_spatial, 3), "distill_s": round(result.seconds, 3),
                                        "neighbor_s": round(result.neighbor_seconds, 3),
-                                       "loss_per_epoch": [round(x, 4) for x in result.losses]})
+                                       "loss_per_epoch": [round(x, 4) for x in result.losses],
+                                       "restarts": self.restarts, "restart_kept": runs.chosen,
+                                       "restart_agreement_nmi": runs.agreement,
+                                       "restart_distill_s": runs.seconds})
         labeling = human_labeling(phi_hat, k, self.labeling_config(), seed=self.seed, backend=self.backend,
                                   progress=self.verbose, desc="SEAL labeling")
         self.labeler_ = labeling.encoder
