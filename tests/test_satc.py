@@ -22,7 +22,7 @@ def three_views(n=600, k=4, seed=0, text_noise=0.1):
 def test_trimodal_recovers_labels():
     Z, P, T, y = three_views()
     model = SATC(4, epochs=30, patience=5, batch_size=128, min_steps_per_epoch=20, text_threshold=0.0,
-                 patch_neighbors=4, device="cpu").fit(
+                 restarts=1, patch_neighbors=4, device="cpu").fit(
         [Z], patches=P, text=T)
     assert model.text_used_ and model.fit_details_["modalities"] == ["visual", "spatial", "text"]
     assert cluster_accuracy(y, model.labels_) >= 0.95
