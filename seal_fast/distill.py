@@ -258,6 +258,7 @@ class RestartsResult:
     modalities: list                   # the kept restart's modalities (heads trained)
     result: DistillResult              # its training record
     chosen: int                        # which restart was kept
+    labels: torch.Tensor               # its partition: argmax of the `answer` modality's head, all rows
     agreement: list                    # NMI between the restarts' partitions
     seconds: list                      # distillation time of each restart
 
@@ -288,5 +289,5 @@ def distill_with_restarts(make_modalities: Callable[[int], list[Modality]], pair
         labels.append(head_labels(modalities[answer]))
     chosen, agreement = consensus_index(labels)
     modalities, result = runs[chosen]
-    return RestartsResult(modalities, result, chosen, [[round(a, 4) for a in row] for row in agreement],
-                          [round(r.seconds, 3) for _, r in runs])
+    return RestartsResult(modalities, result, chosen, labels[chosen],
+                          [[round(a, 4) for a in row] for row in agreement], [round(r.seconds, 3) for _, r in runs])

@@ -125,7 +125,7 @@ class SATC(ClusterEstimator):
         result = runs.result
         self.head_ = runs.modalities[0].head
         self.feature_dims_ = [Z.shape[1]]
-        self.labels_ = self._predict_tensor(Z).cpu().numpy().astype(np.int64)
+        self.labels_ = runs.labels.cpu().numpy().astype(np.int64)  # the visual head's argmax
         self.fit_details_ = {
             "text_compactness": self.text_compactness_, "text_threshold": self.text_threshold,
             "text_used": self.text_used_, "modalities": [m.name for m in modalities],
@@ -138,11 +138,6 @@ class SATC(ClusterEstimator):
             "restart_distill_s": runs.seconds,
         }
         return self
-
-    @torch.no_grad()
-    def _predict_tensor(self, Z: torch.Tensor, block: int = 65536) -> torch.Tensor:
-        self.head_.eval()
-        return torch.cat([self.head_(F.normalize(Z[s:s + block], dim=1)).argmax(1) for s in range(0, Z.shape[0], block)])
 
     def predict_proba(self, Zs, **_ignored) -> np.ndarray:
         Zs = self._check_predict_input(Zs)
