@@ -82,9 +82,9 @@ std::tuple<at::Tensor, at::Tensor> cosine_topk_cpu(const at::Tensor& Q_in, const
   const int64_t available = exclude_self ? nr - 1 : nr;
   TORCH_CHECK(k >= 1 && k <= available, "cosine_topk: k=", k, " must be in [1, ", available, "]");
   TORCH_CHECK(!exclude_self || nq <= nr, "cosine_topk: exclude_self needs Q's rows to be R's first rows");
-  const bool symmetric = Q_in.is_same(R_in) ||
-                         (Q_in.data_ptr() == R_in.data_ptr() && Q_in.sizes() == R_in.sizes() &&
-                          Q_in.strides() == R_in.strides() && Q_in.dtype() == R_in.dtype());
+  // the same memory read the same way (the same tensor, or a view identical to it)
+  const bool symmetric = Q_in.data_ptr() == R_in.data_ptr() && Q_in.sizes() == R_in.sizes() &&
+                         Q_in.strides() == R_in.strides() && Q_in.dtype() == R_in.dtype();
   const auto Q = normalized_rows(Q_in);
   const auto R = symmetric ? Q : normalized_rows(R_in);
 

@@ -119,11 +119,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_modal_infonce_cpu(const at:
   TORCH_CHECK(level == 0 || level == 1, "cross_modal_infonce: level must be 0 (instance) or 1 (cluster)");
   TORCH_CHECK(temperature > 0, "cross_modal_infonce: temperature must be positive");
   TORCH_CHECK(A_in.size(0) >= 1 && A_in.size(1) >= 1, "cross_modal_infonce: empty input");
+  if (level == 0) return cross_modal_infonce_aten(A_in, B_in, temperature, level, with_grad);
   const auto A = A_in.contiguous(), B = B_in.contiguous();
   const int64_t n = A.size(0), K = A.size(1);
   auto gA = with_grad ? at::empty_like(A) : at::empty({0}, A.options());
   auto gB = with_grad ? at::empty_like(B) : at::empty({0}, B.options());
-  if (level == 0) return cross_modal_infonce_aten(A, B, temperature, level, with_grad);
   at::Tensor loss;
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "cross_modal_infonce_cpu", [&] {
     scalar_t* ga = with_grad ? gA.data_ptr<scalar_t>() : nullptr;
