@@ -104,3 +104,10 @@ def resolve_device(device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SealFastError(f"device {device!r} requested but CUDA is not available")
     return dev
+
+
+def check_restarts(restarts) -> int:
+    """Distillation restarts: a whole number >= 1."""
+    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 1:
+        raise SealFastError(f"restarts must be an integer >= 1, got {restarts!r}")
+    return int(restarts)

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 from ..distill import ClusterHead, DistillConfig, Modality, distill_with_restarts
 from ..errors import SealFastError
 from ..text import textual_compactness
-from ..validation import as_feature_matrix, check_n_clusters
+from ..validation import as_feature_matrix, check_n_clusters, check_restarts
 from .base import ClusterEstimator, register, to_tensors
-from .seal import check_restarts, require_patches, restart_modalities, visual_and_spatial
+from .seal import require_patches, restart_modalities, visual_and_spatial
 
 
 @register

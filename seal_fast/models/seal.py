@@ -11,7 +11,7 @@ from ..cluster.labeling import LabelingConfig, TaskEncoder, human_labeling
 from ..distill import ClusterHead, DistillConfig, Modality, distill_with_restarts, restart_seed
 from ..errors import SealFastError
 from ..spatial import SpatialEncoder
-from ..validation import check_finite, check_n_clusters
+from ..validation import check_finite, check_n_clusters, check_restarts
 from .base import ClusterEstimator, register, to_tensors
 
 GAT_MODES = ("frozen", "joint")
@@ -30,11 +30,6 @@ def check_patches(P, n: int, k: int):
         raise SealFastError("patches: zero channels")
     check_finite(P, "patches")
     return P
-
-
-def check_restarts(restarts):
-    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 1:
-        raise SealFastError(f"restarts must be an integer >= 1, got {restarts!r}")
 
 
 def require_patches(patches, n: int, k: int, method: str, call: str = "fit(Zs, patches=P)"):
@@ -176,16 +171,16 @@ class SEAL(ClusterEstimator):
         for i, Z in enumerate(X):
             t0 = time.perf_counter()
 
-            def build(gen, Z=Z):
+            def build(generator):  # both closures are used within this iteration only
                 return list(visual_and_spatial(Z, P, k, spatial_dim=self.spatial_dim,
                                                patch_neighbors=self.patch_neighbors, backend=self.backend,
-                                               generator=gen, device=device, frozen=self.gat == "frozen"))
+                                               generator=generator, device=device, frozen=self.gat == "frozen"))
 
             first = build(cpu_gen)
             t_spatial = time.perf_counter() - t0
             rebuild = None if self.gat == "frozen" else build
             runs = distill_with_restarts(
-                lambda r, first=first: restart_modalities(first, r, k, self.seed, device, rebuild),
+                lambda r: restart_modalities(first, r, k, self.seed, device, rebuild),
                 [(0, 1, 1.0)], self.distill_config(), restarts=self.restarts, seed=self.seed, device=device,
                 backend=self.backend, progress=self.verbose, desc=f"SEAL distill [{i}]")
             visual, result = runs.modalities[0], runs.result
