@@ -57,6 +57,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="mutual-distillation epochs (seal: default 20; satc: at most, default 200)")
     c.add_argument("--restarts", type=int, default=None,
                    help="distillation restarts, the consensus one kept (seal/satc; default 3)")
+    c.add_argument("--neighbors", type=int, default=None, metavar="N",
+                   help="cross-modal neighbours per sample (seal/satc; default 50)")
     c.add_argument("--backend", default="auto", choices=("auto", "compiled", "reference"),
                    help="compiled ops or the pure-PyTorch reference (default: auto)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -167,7 +169,7 @@ def _select_spaces(store, names):
 
 def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str,
                     iterations: int | None, verbose: bool, epochs: int | None = None,
-                    restarts: int | None = None):
+                    restarts: int | None = None, neighbors=None):
     from .models.kmeans import KMeans
     from .models.turtle import TURTLE
 
@@ -176,9 +178,13 @@ def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str
         raise SealFastError("--epochs applies to seal and satc only")
     if restarts is not None and method not in ("seal", "satc"):
         raise SealFastError("--restarts applies to seal and satc only")
+    if neighbors is not None and method not in ("seal", "satc"):
+        raise SealFastError("--neighbors applies to seal and satc only")
     distill = {} if epochs is None else {"epochs": epochs}
     if restarts is not None:
         distill["restarts"] = restarts
+    if neighbors is not None:
+        distill["n_neighbors"] = neighbors
     if method == "kmeans":
         return KMeans(k, seed=seed, device=device, verbose=verbose)
     if method == "turtle":
@@ -214,7 +220,7 @@ def cmd_cluster(args):
     spaces = _select_spaces(store, args.spaces)
     model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=args.device,
                             backend=args.backend, iterations=args.iterations, verbose=not args.quiet,
-                            epochs=args.epochs, restarts=args.restarts)
+                            epochs=args.epochs, restarts=args.restarts, neighbors=args.neighbors)
     Zs, kwargs = fit_inputs(model, store, spaces)
     t_load = time.perf_counter() - t0
     model.fit(Zs, **kwargs)

@@ -71,6 +71,14 @@ def check_n_clusters(k, n: int) -> int:
     return k
 
 
+def check_neighbors(n_neighbors, n: int) -> int:
+    """Cross-modal neighbours per sample: a whole number >= 1; a collection of N
+    samples has only N-1 others, so more than that means all of them."""
+    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
+        raise SealFastError(f"n_neighbors must be an integer >= 1, got {n_neighbors!r}")
+    return min(int(n_neighbors), n - 1)
+
+
 def check_same_dims(Zs: Sequence, dims: Sequence[int], what: str) -> None:
     got = [Z.shape[1] for Z in Zs]
     if list(got) != list(dims):

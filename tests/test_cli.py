@@ -82,6 +82,7 @@ def _nan_store(tmp_path):
     ("restarts_turtle", ["--n-clusters", "3", "--method", "turtle", "--restarts", "2"],
      "--restarts applies to seal and satc"),
     ("iterations_satc", ["--n-clusters", "3", "--method", "satc", "--iterations", "5"], "--iterations applies"),
+    ("neighbors_kmeans", ["--n-clusters", "3", "--neighbors", "10"], "--neighbors applies to seal and satc"),
 ])
 def test_cluster_bad_input(capsys, tmp_path, store, case, args, message):
     res = tmp_path / "r.npy"

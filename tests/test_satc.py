@@ -65,3 +65,5 @@ def test_bad_inputs():
         SATC(4, epochs=1).fit([Z])
     with pytest.raises(SealFastError, match="one visual space"):
         SATC(4, epochs=1).fit([Z, Z], patches=P)
+    with pytest.raises(SealFastError, match="n_neighbors must be"):
+        SATC(4, epochs=1, n_neighbors=2.5, patch_neighbors=4).fit([Z], patches=P)

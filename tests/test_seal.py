@@ -91,6 +91,15 @@ def test_on_real_digits_features(digits_lite0):
     assert evaluate(y, model.labels_)["acc"] > 40
 
 
+def test_neighbor_count_is_checked_and_recorded():
+    Z, P, _, _ = three_views(n=100, seed=11)
+    model = SEAL(4, iterations=5, epochs=1, restarts=1, n_neighbors=7, patch_neighbors=4,
+                 device="cpu").fit([Z], patches=P)
+    assert model.fit_details_["n_neighbors"] == 7
+    with pytest.raises(SealFastError, match="n_neighbors must be"):
+        SEAL(4, n_neighbors=0, patch_neighbors=4, device="cpu").fit([Z], patches=P)
+
+
 def test_cli_embed_cluster_evaluate_on_digits(tmp_path, capsys):
     """The whole path through the CLI on real digit images (the first 200, as an .npz)."""
     from sklearn.datasets import load_digits
@@ -102,9 +111,10 @@ def test_cli_embed_cluster_evaluate_on_digits(tmp_path, capsys):
     assert main(["embed", str(tmp_path / "digits200.npz"), "--out", str(feats), "--quiet"]) == 0
     res = tmp_path / "seal.npy"
     assert main(["cluster", str(feats), "--method", "seal", "--n-clusters", "10", "--iterations", "200", "--epochs", "1",
-                 "--restarts", "2", "--out", str(res), "--save-model", str(tmp_path / "m.pt"), "--quiet"]) == 0
+                 "--restarts", "2", "--neighbors", "20", "--out", str(res), "--save-model", str(tmp_path / "m.pt"), "--quiet"]) == 0
     report = json.loads(res.with_suffix(".json").read_text())
     assert report["method"] == "seal" and report["fit_details"]["distill"][0]["restarts"] == 2
+    assert report["fit_details"]["n_neighbors"] == 20
     capsys.readouterr()
     assert main(["evaluate", str(res), "--truth", str(feats)]) == 0
     metrics = json.loads(capsys.readouterr().out)

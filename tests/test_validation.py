@@ -4,7 +4,7 @@ import torch
 
 from seal_fast import KMeans, TURTLE
 from seal_fast.errors import SealFastError
-from seal_fast.validation import as_spaces, check_n_clusters
+from seal_fast.validation import as_spaces, check_n_clusters, check_neighbors
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -55,3 +55,15 @@ def test_estimators_check_inputs(cls):
         model.predict(np.ones((3, 5), np.float32))
     with pytest.raises(SealFastError, match="not fitted"):
         cls(2).predict(Z)
+
+
+def test_neighbors_checked():
+    assert check_neighbors(7, 100) == 7
+    assert check_neighbors(np.int64(99), 100) == 99
+    assert check_neighbors(500, 100) == 99  # all the other samples
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, "many", None])
+def test_bad_neighbors(bad):
+    with pytest.raises(SealFastError, match="n_neighbors must be"):
+        check_neighbors(bad, 100)

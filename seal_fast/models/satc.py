@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from ..distill import ClusterHead, DistillConfig, Modality, distill_with_restarts
 from ..errors import SealFastError
 from ..text import textual_compactness
-from ..validation import as_feature_matrix, check_n_clusters, check_restarts
+from ..validation import as_feature_matrix, check_n_clusters, check_restarts, check_neighbors
 from .base import ClusterEstimator, register, to_tensors
 from .seal import require_patches, restart_modalities, visual_and_spatial
 
@@ -36,11 +36,13 @@ class SATC(ClusterEstimator):
     n_clusters : int
     epochs : int, default 200
     patience : int, default 10
-    batch_size, temperature, consistency_weight, entropy_weight, n_neighbors, level :
-        Distillation (SATC: 512, 0.5, lambda1 = 1, lambda2 = 5, 50, "instance").
+    batch_size, temperature, consistency_weight, entropy_weight, level :
+        Distillation (SATC: 512, 0.5, lambda1 = 1, lambda2 = 5, "instance").
         The default temperature here is 1.0, not the paper's 0.5: on
         Fashion-MNIST Lite0 features (10k test split) the visual head reached
         63.7 mean ACC at 0.5 and 68.9 at 1.0 over the same four seeds (README).
+    n_neighbors : int, default 50
+        Cross-modal neighbours per sample (the paper's 50; all N-1 others when fewer).
     restarts : int, default 3
         Distillation restarts; the consensus one (visual-head partition closest,
         in mean NMI, to the other restarts') is kept. 1 = a single run.
@@ -83,10 +85,10 @@ class SATC(ClusterEstimator):
         self.backend = backend
         self.verbose = verbose
 
-    def distill_config(self) -> DistillConfig:
+    def distill_config(self, n_neighbors: int) -> DistillConfig:
         return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, temperature=self.temperature,
                              entropy_weight=self.entropy_weight, consistency_weight=self.consistency_weight,
-                             n_neighbors=self.n_neighbors, level=self.level,
+                             n_neighbors=n_neighbors, level=self.level,
                              min_steps_per_epoch=self.min_steps_per_epoch, patience=self.patience,
                              min_delta=self.min_delta)
 
@@ -98,6 +100,7 @@ class SATC(ClusterEstimator):
         k = check_n_clusters(self.n_clusters, n)
         P = require_patches(patches, n, self.patch_neighbors, "SATC", call="fit(Zs, patches=P, text=T)")
         check_restarts(self.restarts)
+        n_neighbors = check_neighbors(self.n_neighbors, n)
         device = self._device()
         cpu_gen = torch.Generator().manual_seed(self.seed)
         t0 = time.perf_counter()
@@ -120,8 +123,8 @@ class SATC(ClusterEstimator):
                 pairs += [(2, 1, 1.0), (0, 2, 1.0)]  # textual-spatial, visual-textual
         t_prep = time.perf_counter() - t0
         runs = distill_with_restarts(lambda r: restart_modalities(modalities, r, k, self.seed, device), pairs,
-                                     self.distill_config(), restarts=self.restarts, seed=self.seed, device=device,
-                                     backend=self.backend, progress=self.verbose, desc="SATC distill")
+                                     self.distill_config(n_neighbors), restarts=self.restarts, seed=self.seed,
+                                     device=device, backend=self.backend, progress=self.verbose, desc="SATC distill")
         result = runs.result
         self.head_ = runs.modalities[0].head
         self.feature_dims_ = [Z.shape[1]]
@@ -129,6 +132,7 @@ class SATC(ClusterEstimator):
         self.fit_details_ = {
             "text_compactness": self.text_compactness_, "text_threshold": self.text_threshold,
             "text_used": self.text_used_, "modalities": [m.name for m in modalities],
+            "n_neighbors": n_neighbors,
             "prepare_s": round(t_prep, 3), "distill_s": round(result.seconds, 3),
             "neighbor_s": round(result.neighbor_seconds, 3), "epochs_run": len(result.losses),
             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,

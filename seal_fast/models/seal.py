@@ -11,7 +11,7 @@ from ..cluster.labeling import LabelingConfig, TaskEncoder, human_labeling
 from ..distill import ClusterHead, DistillConfig, Modality, distill_with_restarts, restart_seed
 from ..errors import SealFastError
 from ..spatial import SpatialEncoder
-from ..validation import check_finite, check_n_clusters, check_restarts
+from ..validation import check_finite, check_n_clusters, check_restarts, check_neighbors
 from .base import ClusterEstimator, register, to_tensors
 
 GAT_MODES = ("frozen", "joint")
@@ -96,8 +96,10 @@ class SEAL(ClusterEstimator):
     n_clusters : int
     iterations : int, default 6000
         Outer iterations of the human labeling on phi_hat.
-    epochs, batch_size, temperature, entropy_weight, n_neighbors, level :
-        Mutual distillation (SEAL: 20, 512, 1.0, 5, 50, "instance").
+    epochs, batch_size, temperature, entropy_weight, level :
+        Mutual distillation (SEAL: 20, 512, 1.0, 5, "instance").
+    n_neighbors : int, default 50
+        Cross-modal neighbours per sample (the papers' 50; all N-1 others when fewer).
     min_steps_per_epoch : int, default 100
         An epoch is one pass over the data or this many steps, whichever is
         more, so that small datasets get the training the papers' 20 epochs
@@ -149,9 +151,9 @@ class SEAL(ClusterEstimator):
         self.backend = backend
         self.verbose = verbose
 
-    def distill_config(self) -> DistillConfig:
+    def distill_config(self, n_neighbors: int) -> DistillConfig:
         return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, temperature=self.temperature,
-                             entropy_weight=self.entropy_weight, n_neighbors=self.n_neighbors, level=self.level,
+                             entropy_weight=self.entropy_weight, n_neighbors=n_neighbors, level=self.level,
                              min_steps_per_epoch=self.min_steps_per_epoch)
 
     def fit(self, Zs, patches=None):
@@ -161,10 +163,11 @@ class SEAL(ClusterEstimator):
         if self.gat not in GAT_MODES:
             raise SealFastError(f"gat must be one of {GAT_MODES}, got {self.gat!r}")
         check_restarts(self.restarts)
+        n_neighbors = check_neighbors(self.n_neighbors, n)
         P = require_patches(patches, n, self.patch_neighbors, "SEAL")
         device = self._device()
         cpu_gen = torch.Generator().manual_seed(self.seed)
-        details = {"distill": []}
+        details = {"n_neighbors": n_neighbors, "distill": []}
         X = to_tensors(Zs, device)
         self.heads_ = []
         phi_hat = []
@@ -181,8 +184,8 @@ class SEAL(ClusterEstimator):
             rebuild = None if self.gat == "frozen" else build
             runs = distill_with_restarts(
                 lambda r: restart_modalities(first, r, k, self.seed, device, rebuild),
-                [(0, 1, 1.0)], self.distill_config(), restarts=self.restarts, seed=self.seed, device=device,
-                backend=self.backend, progress=self.verbose, desc=f"SEAL distill [{i}]")
+                [(0, 1, 1.0)], self.distill_config(n_neighbors), restarts=self.restarts, seed=self.seed,
+                device=device, backend=self.backend, progress=self.verbose, desc=f"SEAL distill [{i}]")
             visual, result = runs.modalities[0], runs.result
             self.heads_.append(visual.head)
             phi_hat.append(self._embed(visual.head, Z))
