@@ -169,7 +169,7 @@ def _select_spaces(store, names):
 
 def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str,
                     iterations: int | None, verbose: bool, epochs: int | None = None,
-                    restarts: int | None = None, neighbors=None):
+                    restarts: int | None = None, neighbors: int | None = None):
     from .models.kmeans import KMeans
     from .models.turtle import TURTLE
 

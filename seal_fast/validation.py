@@ -71,12 +71,17 @@ def check_n_clusters(k, n: int) -> int:
     return k
 
 
+def check_positive_int(value, name: str) -> int:
+    """A whole number >= 1 (bools are not numbers here)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise SealFastError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
 def check_neighbors(n_neighbors, n: int) -> int:
     """Cross-modal neighbours per sample: a whole number >= 1; a collection of N
     samples has only N-1 others, so more than that means all of them."""
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 1:
-        raise SealFastError(f"n_neighbors must be an integer >= 1, got {n_neighbors!r}")
-    return min(int(n_neighbors), n - 1)
+    return min(check_positive_int(n_neighbors, "n_neighbors"), n - 1)
 
 
 def check_same_dims(Zs: Sequence, dims: Sequence[int], what: str) -> None:
@@ -116,6 +121,4 @@ def resolve_device(device) -> torch.device:
 
 def check_restarts(restarts) -> int:
     """Distillation restarts: a whole number >= 1."""
-    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or restarts < 1:
-        raise SealFastError(f"restarts must be an integer >= 1, got {restarts!r}")
-    return int(restarts)
+    return check_positive_int(restarts, "restarts")
