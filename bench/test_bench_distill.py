@@ -51,7 +51,7 @@ def _epoch(device, n, backend, d=512, ds=512):
 def test_distill_epoch_cpu(benchmark, backend):
     if backend == "compiled" and not use_compiled(torch.empty(0)):
         pytest.skip("compiled ops not built")
-    run(benchmark, _epoch("cpu", 10000, backend), rounds=3)
+    run(benchmark, _epoch("cpu", 10000, backend), rounds=7)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")

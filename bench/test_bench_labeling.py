@@ -93,7 +93,7 @@ def test_outer_iteration_cpu(benchmark, variant):
         step = _official("cpu", CPU_CASE)
     else:
         step = _ours("cpu", "compiled" if variant.startswith("fused") else "reference", CPU_CASE, exact)
-    run(benchmark, step, "cpu", rounds=5)
+    run(benchmark, step, "cpu", rounds=20, warmup=2)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")

@@ -60,7 +60,7 @@ def _variant(variant, inputs):
 @pytest.mark.parametrize("variant", ["fused", "reference", "pyg-gatconv"])
 def test_patch_gat_cpu(benchmark, variant):
     step = _variant(variant, _inputs("cpu", 512, 49, 320, 320, 8))
-    run(benchmark, step, rounds=5)
+    run(benchmark, step, rounds=10, warmup=2)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")

@@ -34,9 +34,9 @@ def test_topk_cpu(benchmark, variant):
         if not use_compiled(X):
             pytest.skip("compiled ops not built")
         R = X.clone() if variant == "fused-cross" else X
-        run(benchmark, lambda: cosine_topk(X, R, 50, True, backend="compiled"), rounds=3)
+        run(benchmark, lambda: cosine_topk(X, R, 50, True, backend="compiled"), rounds=7)
     else:
-        run(benchmark, lambda: torch_chunked_topk(X, 50), rounds=3)
+        run(benchmark, lambda: torch_chunked_topk(X, 50), rounds=7)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
