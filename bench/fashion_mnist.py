@@ -49,22 +49,20 @@ def make_model(method: str, seed: int, args):
     if method == "turtle":
         return TURTLE(10, iterations=args.iterations, seed=seed)
     if method == "seal":
-        return SEAL(10, iterations=args.iterations, restarts=args.restarts, n_neighbors=args.neighbors,
-                    restart_selection=args.restart_selection, seed=seed, verbose=args.verbose)
+        return SEAL(10, iterations=args.iterations, restarts=args.restarts, n_neighbors=args.neighbors, seed=seed,
+                    verbose=args.verbose)
     if method == "satc":
         return SATC(10, epochs=args.satc_epochs, temperature=args.satc_temperature, restarts=args.restarts,
-                    n_neighbors=args.neighbors, restart_selection=args.restart_selection, seed=seed,
-                    verbose=args.verbose)
+                    n_neighbors=args.neighbors, seed=seed, verbose=args.verbose)
     raise ValueError(method)
 
 
 def run_config(method: str, args) -> dict:
     if method == "seal":
-        return {"restarts": args.restarts, "iterations": args.iterations, "n_neighbors": args.neighbors,
-                "restart_selection": args.restart_selection}
+        return {"restarts": args.restarts, "iterations": args.iterations, "n_neighbors": args.neighbors}
     if method == "satc":
         return {"restarts": args.restarts, "temperature": args.satc_temperature, "epochs": args.satc_epochs,
-                "n_neighbors": args.neighbors, "restart_selection": args.restart_selection}
+                "n_neighbors": args.neighbors}
     if method == "turtle":
         return {"iterations": args.iterations}
     return {}
@@ -74,13 +72,11 @@ def variant(row: dict) -> str:
     """Table label: the method, and for the distillation methods the settings
     that changed between recorded runs (rows before `config` was recorded used
     one restart and, for SATC, the paper's T = 0.5; rows without `n_neighbors`
-    used the papers' 50; rows without `restart_selection` kept the consensus restart)."""
+    used the papers' 50)."""
     if row["method"] not in ("seal", "satc"):
         return row["method"]
     config = row.get("config", {})
     label = f"{row['method']}, {config.get('restarts', 1)} restart(s)"
-    if config.get("restarts", 1) > 1:
-        label += f" kept by {config.get('restart_selection', 'consensus')}"
     if row["method"] == "satc":
         label += f", T={config.get('temperature', 0.5)}"
     if config.get("n_neighbors", 50) != 50:
@@ -145,8 +141,6 @@ def main():
     ap.add_argument("--satc-epochs", type=int, default=200)
     ap.add_argument("--satc-temperature", type=float, default=1.0)
     ap.add_argument("--restarts", type=int, default=3, help="distillation restarts of SEAL and SATC")
-    ap.add_argument("--restart-selection", default="separability", choices=("separability", "consensus"),
-                    help="how SEAL and SATC keep one of their restarts")
     ap.add_argument("--neighbors", type=int, default=50, help="cross-modal neighbours of SEAL and SATC")
     ap.add_argument("--out", type=Path, required=True, help="JSON-lines file, one row per run")
     ap.add_argument("--resume", action="store_true", help="skip runs already in --out")

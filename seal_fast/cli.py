@@ -56,10 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int, default=None,
                    help="mutual-distillation epochs (seal: default 20; satc: at most, default 200)")
     c.add_argument("--restarts", type=int, default=None,
-                   help="distillation restarts, one kept (seal/satc; default 3)")
-    c.add_argument("--restart-selection", default=None, choices=("separability", "consensus"),
-                   help="which restart is kept: the partition a linear classifier on the visual features "
-                        "learns best, or the one the other restarts agree with (seal/satc; default separability)")
+                   help="distillation restarts, the consensus one kept (seal/satc; default 3)")
     c.add_argument("--neighbors", type=int, default=None, metavar="N",
                    help="cross-modal neighbours per sample (seal/satc; default 50)")
     c.add_argument("--backend", default="auto", choices=("auto", "compiled", "reference"),
@@ -172,8 +169,7 @@ def _select_spaces(store, names):
 
 def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str,
                     iterations: int | None, verbose: bool, epochs: int | None = None,
-                    restarts: int | None = None, neighbors: int | None = None,
-                    restart_selection: str | None = None):
+                    restarts: int | None = None, neighbors: int | None = None):
     from .models.kmeans import KMeans
     from .models.turtle import TURTLE
 
@@ -184,15 +180,11 @@ def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str
         raise SealFastError("--restarts applies to seal and satc only")
     if neighbors is not None and method not in ("seal", "satc"):
         raise SealFastError("--neighbors applies to seal and satc only")
-    if restart_selection is not None and method not in ("seal", "satc"):
-        raise SealFastError("--restart-selection applies to seal and satc only")
     distill = {} if epochs is None else {"epochs": epochs}
     if restarts is not None:
         distill["restarts"] = restarts
     if neighbors is not None:
         distill["n_neighbors"] = neighbors
-    if restart_selection is not None:
-        distill["restart_selection"] = restart_selection
     if method == "kmeans":
         return KMeans(k, seed=seed, device=device, verbose=verbose)
     if method == "turtle":
@@ -228,8 +220,7 @@ def cmd_cluster(args):
     spaces = _select_spaces(store, args.spaces)
     model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=args.device,
                             backend=args.backend, iterations=args.iterations, verbose=not args.quiet,
-                            epochs=args.epochs, restarts=args.restarts, neighbors=args.neighbors,
-                            restart_selection=args.restart_selection)
+                            epochs=args.epochs, restarts=args.restarts, neighbors=args.neighbors)
     Zs, kwargs = fit_inputs(model, store, spaces)
     t_load = time.perf_counter() - t0
     model.fit(Zs, **kwargs)

@@ -21,7 +21,7 @@ from .store import FeatureStore, atomic_path, save_json_atomic
 # Settings sized so that the digits demo finishes in a few minutes on 2 CPU cores:
 # the labeling runs 1000 outer iterations (the official default is 6000) and SEAL's
 # distillation 3 epochs of 100 steps (the default, 20, suits N = 50,000), once
-# (the default trains 3 restarts and keeps one, which would triple that part).
+# (the default keeps the consensus of 3 restarts, which would triple that part).
 DEMO_ITERATIONS = 1000
 DEMO_DISTILL_EPOCHS = 3
 DEMO_RESTARTS = 1

@@ -18,11 +18,9 @@ phi_hat: its hidden layer (after BN and ReLU), the same size as phi.
 
 The objective has local optima far apart in accuracy (on Fashion-MNIST, one
 restart in six lands 10 points below the others), and its own value does not
-tell them apart. `distill_with_restarts` trains several restarts and keeps one,
-chosen without labels: by default the restart whose partition a linear
-classifier on the fixed visual features learns best (TURTLE's criterion for a
-human labeling, `separability_index`); or the consensus one, whose partition
-agrees best (mean NMI) with the other restarts' partitions.
+tell them apart. `distill_with_restarts` trains several restarts and keeps the
+consensus one: the restart whose partition agrees best (mean NMI) with the
+other restarts' partitions, a label-free choice.
 """
 from __future__ import annotations
 
@@ -37,9 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .metrics import normalized_mutual_info
-from .validation import check_restart_selection
 from .ops.cosine_topk import cosine_topk
-from .ops.linear_fit import unrolled_linear_fit
 from .ops.infonce import cross_modal_infonce
 
 
@@ -257,45 +253,6 @@ def consensus_index(partitions: list) -> tuple[int, list[list[float]]]:
     return max(range(r), key=lambda i: (scores[i], -i)), agreement
 
 
-def separability_index(features: torch.Tensor, partitions: list, *, n_clusters: int, max_rows: int = 10000,
-                       steps: int = 300, lr: float = 1e-2, seed: int = 0,
-                       backend: str = "auto") -> tuple[int, list[float]]:
-    """The partition a linear classifier on `features` learns best, and every
-    partition's score (lower is better).
-
-    TURTLE's principle as a yardstick: a human labeling is one that a linear
-    classifier on the foundation model's own embedding learns and generalises.
-    For each partition, a linear classifier is fitted (`steps` full-batch Adam
-    updates from zero, the fused `unrolled_linear_fit`) on one half of a random
-    subset of at most `max_rows` rows and scored by its cross-entropy on the other
-    half. All partitions share the subset and its split, so the scores compare.
-    Label-free: only the features and the partitions are used.
-    """
-    n = features.shape[0]
-    generator = torch.Generator().manual_seed(seed)
-    rows = torch.randperm(n, generator=generator)[:min(n, max_rows)].to(features.device)
-    half = rows.shape[0] // 2
-    if half < 1:
-        return 0, [0.0] * len(partitions)
-    # a partition that leaves clusters empty is easier to learn, not better:
-    # only those that use as many clusters as the fullest one compete
-    used = [int(torch.as_tensor(p).unique().numel()) for p in partitions]
-    train, held_out = rows[:half], rows[half:]
-    X_train = features.index_select(0, train).float().contiguous()
-    X_held = features.index_select(0, held_out).float()
-    d = features.shape[1]
-    scores = []
-    for p in partitions:
-        p = torch.as_tensor(p, device=features.device).long()
-        targets = F.one_hot(p.index_select(0, train), n_clusters).float()
-        W0 = torch.zeros(n_clusters, d, device=features.device)
-        b0 = torch.zeros(n_clusters, device=features.device)
-        (W,), (b,), _ = unrolled_linear_fit([X_train], targets, [W0], [b0], steps, lr, backend=backend)
-        scores.append(float(F.cross_entropy(X_held @ W.T + b, p.index_select(0, held_out))))
-    best = min((i for i in range(len(scores)) if used[i] == max(used)), key=lambda i: (scores[i], i))
-    return best, [round(x, 5) for x in scores]
-
-
 @dataclass
 class RestartsResult:
     modalities: list                   # the kept restart's modalities (heads trained)
@@ -304,26 +261,19 @@ class RestartsResult:
     labels: torch.Tensor               # its partition: argmax of the `answer` modality's head, all rows
     agreement: list                    # NMI between the restarts' partitions
     seconds: list                      # distillation time of each restart
-    selection: str = "separability"    # how `chosen` was picked
-    separability: list = field(default_factory=list)  # held-out CE per restart (separability only)
 
 
 def distill_with_restarts(make_modalities: Callable[[int], list[Modality]], pairs: list[tuple[int, int, float]],
                           config: DistillConfig, *, restarts: int, seed: int, device, backend: str = "auto",
-                          answer: int = 0, selection: str = "separability", progress: bool = False,
-                          desc: str = "distill") -> RestartsResult:
-    """Run `mutual_distillation` `restarts` times and keep one restart.
+                          answer: int = 0, progress: bool = False, desc: str = "distill") -> RestartsResult:
+    """Run `mutual_distillation` `restarts` times and keep the consensus restart.
 
     make_modalities(r) builds restart r's modalities (fresh heads). Neighbour
     lists of fixed-feature modalities are computed once and shared. The
-    partitions compared are those of modality `answer` (the visual head):
-    `selection="separability"` keeps the one a linear classifier on that
-    modality's fixed features learns best, `"consensus"` the one that agrees best
-    with the others.
+    partitions compared are those of modality `answer` (the visual head).
     """
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
-    check_restart_selection(selection)
     runs, labels = [], []
     for r in range(restarts):
         modalities = make_modalities(r)
@@ -338,12 +288,6 @@ def distill_with_restarts(make_modalities: Callable[[int], list[Modality]], pair
         runs.append((modalities, result))
         labels.append(head_labels(modalities[answer]))
     chosen, agreement = consensus_index(labels)
-    scores = []
-    if selection == "separability" and restarts > 1:
-        features = runs[0][0][answer].encode_all()
-        chosen, scores = separability_index(features, labels, n_clusters=runs[0][0][answer].head.fc2.out_features,
-                                            seed=seed, backend=backend)
     modalities, result = runs[chosen]
     return RestartsResult(modalities, result, chosen, labels[chosen],
-                          [[round(a, 4) for a in row] for row in agreement], [round(r.seconds, 3) for _, r in runs],
-                          selection, scores)
+                          [[round(a, 4) for a in row] for row in agreement], [round(r.seconds, 3) for _, r in runs])

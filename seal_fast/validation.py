@@ -122,13 +122,3 @@ def resolve_device(device) -> torch.device:
 def check_restarts(restarts) -> int:
     """Distillation restarts: a whole number >= 1."""
     return check_positive_int(restarts, "restarts")
-
-
-RESTART_SELECTIONS = ("separability", "consensus")
-
-
-def check_restart_selection(selection) -> str:
-    """How the kept distillation restart is chosen: one of RESTART_SELECTIONS."""
-    if selection not in RESTART_SELECTIONS:
-        raise SealFastError(f"restart_selection must be one of {RESTART_SELECTIONS}, got {selection!r}")
-    return selection

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from ..distill import ClusterHead, DistillConfig, Modality, distill_with_restarts
 from ..errors import SealFastError
 from ..text import textual_compactness
-from ..validation import (as_feature_matrix, check_n_clusters, check_neighbors, check_restart_selection,
-                          check_restarts)
+from ..validation import as_feature_matrix, check_n_clusters, check_restarts, check_neighbors
 from .base import ClusterEstimator, register, to_tensors
 from .seal import require_patches, restart_modalities, visual_and_spatial
 
@@ -45,12 +44,8 @@ class SATC(ClusterEstimator):
     n_neighbors : int, default 50
         Cross-modal neighbours per sample (the paper's 50; all N-1 others when fewer).
     restarts : int, default 3
-        Distillation restarts (fresh heads, same features and neighbours). 1 = a
-        single run.
-    restart_selection : "separability" (default) or "consensus"
-        Which restart is kept, without labels: the one whose visual-head
-        partition a linear classifier on the visual features learns best, or the
-        one whose partition agrees best (mean NMI) with the others'.
+        Distillation restarts; the consensus one (visual-head partition closest,
+        in mean NMI, to the other restarts') is kept. 1 = a single run.
     min_steps_per_epoch : int, default 100
         An epoch is one pass over the data or this many steps, whichever is more.
     text_threshold : float, default 0.33
@@ -67,7 +62,7 @@ class SATC(ClusterEstimator):
     def __init__(self, n_clusters: int, *, epochs: int = 200, patience: int = 10, min_delta: float = 1e-4,
                  batch_size: int = 512, temperature: float = 1.0, consistency_weight: float = 1.0,
                  entropy_weight: float = 5.0, n_neighbors: int = 50, min_steps_per_epoch: int = 100,
-                 restarts: int = 3, restart_selection: str = "separability", level: str = "instance",
+                 restarts: int = 3, level: str = "instance",
                  text_threshold: float = 0.33, spatial_dim: int = 0, patch_neighbors: int = 8, seed: int = 0,
                  device="auto", backend: str = "auto", verbose: bool = False):
         self.n_clusters = n_clusters
@@ -81,7 +76,6 @@ class SATC(ClusterEstimator):
         self.n_neighbors = n_neighbors
         self.min_steps_per_epoch = min_steps_per_epoch
         self.restarts = restarts
-        self.restart_selection = restart_selection
         self.level = level
         self.text_threshold = text_threshold
         self.spatial_dim = spatial_dim
@@ -106,7 +100,6 @@ class SATC(ClusterEstimator):
         k = check_n_clusters(self.n_clusters, n)
         P = require_patches(patches, n, self.patch_neighbors, "SATC", call="fit(Zs, patches=P, text=T)")
         check_restarts(self.restarts)
-        check_restart_selection(self.restart_selection)
         n_neighbors = check_neighbors(self.n_neighbors, n)
         device = self._device()
         cpu_gen = torch.Generator().manual_seed(self.seed)
@@ -131,8 +124,7 @@ class SATC(ClusterEstimator):
         t_prep = time.perf_counter() - t0
         runs = distill_with_restarts(lambda r: restart_modalities(modalities, r, k, self.seed, device), pairs,
                                      self.distill_config(n_neighbors), restarts=self.restarts, seed=self.seed,
-                                     device=device, backend=self.backend, selection=self.restart_selection,
-                                     progress=self.verbose, desc="SATC distill")
+                                     device=device, backend=self.backend, progress=self.verbose, desc="SATC distill")
         result = runs.result
         self.head_ = runs.modalities[0].head
         self.feature_dims_ = [Z.shape[1]]
@@ -146,8 +138,7 @@ class SATC(ClusterEstimator):
             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
             "early_stopping": f"training loss, patience {self.patience}, min_delta {self.min_delta}",
             "loss_per_epoch": [round(x, 4) for x in result.losses],
-            "restarts": self.restarts, "restart_kept": runs.chosen, "restart_selection": runs.selection,
-            "restart_separability_ce": runs.separability, "restart_agreement_nmi": runs.agreement,
+            "restarts": self.restarts, "restart_kept": runs.chosen, "restart_agreement_nmi": runs.agreement,
             "restart_distill_s": runs.seconds,
         }
         return self

@@ -11,7 +11,7 @@ from ..cluster.labeling import LabelingConfig, TaskEncoder, human_labeling
 from ..distill import ClusterHead, DistillConfig, Modality, distill_with_restarts, restart_seed
 from ..errors import SealFastError
 from ..spatial import SpatialEncoder
-from ..validation import check_finite, check_n_clusters, check_neighbors, check_restart_selection, check_restarts
+from ..validation import check_finite, check_n_clusters, check_restarts, check_neighbors
 from .base import ClusterEstimator, register, to_tensors
 
 GAT_MODES = ("frozen", "joint")
@@ -106,11 +106,8 @@ class SEAL(ClusterEstimator):
         give N = 50,000 (about 2,000 steps).
     restarts : int, default 3
         Distillation restarts per space (fresh heads, same spatial features and
-        neighbours); one is kept (see restart_selection). 1 = the paper's single run.
-    restart_selection : "separability" (default) or "consensus"
-        Which restart is kept, without labels: the one whose visual-head
-        partition a linear classifier on phi learns best (TURTLE's criterion), or
-        the one whose partition agrees best (mean NMI) with the others'.
+        neighbours); the consensus restart, whose visual-head partition agrees
+        best with the others', is kept. 1 = the paper's single run.
     gat : "frozen" or "joint"
         Frozen: the GAT keeps its (seeded) random initialisation and g(x) is
         computed once. Joint: the GAT is trained through the distillation loss.
@@ -131,7 +128,7 @@ class SEAL(ClusterEstimator):
 
     def __init__(self, n_clusters: int, *, iterations: int = 6000, epochs: int = 20, batch_size: int = 512,
                  temperature: float = 1.0, entropy_weight: float = 5.0, n_neighbors: int = 50,
-                 min_steps_per_epoch: int = 100, restarts: int = 3, restart_selection: str = "separability",
+                 min_steps_per_epoch: int = 100, restarts: int = 3,
                  level: str = "instance", gat: str = "frozen", spatial_dim: int = 0, patch_neighbors: int = 8,
                  labeling_batch_size: int = 10000, seed: int = 0, device="auto", backend: str = "auto",
                  verbose: bool = False):
@@ -144,7 +141,6 @@ class SEAL(ClusterEstimator):
         self.n_neighbors = n_neighbors
         self.min_steps_per_epoch = min_steps_per_epoch
         self.restarts = restarts
-        self.restart_selection = restart_selection
         self.level = level
         self.gat = gat
         self.spatial_dim = spatial_dim
@@ -167,7 +163,6 @@ class SEAL(ClusterEstimator):
         if self.gat not in GAT_MODES:
             raise SealFastError(f"gat must be one of {GAT_MODES}, got {self.gat!r}")
         check_restarts(self.restarts)
-        check_restart_selection(self.restart_selection)
         n_neighbors = check_neighbors(self.n_neighbors, n)
         P = require_patches(patches, n, self.patch_neighbors, "SEAL")
         device = self._device()
@@ -190,8 +185,7 @@ class SEAL(ClusterEstimator):
             runs = distill_with_restarts(
                 lambda r: restart_modalities(first, r, k, self.seed, device, rebuild),
                 [(0, 1, 1.0)], self.distill_config(n_neighbors), restarts=self.restarts, seed=self.seed,
-                device=device, backend=self.backend, selection=self.restart_selection, progress=self.verbose,
-                desc=f"SEAL distill [{i}]")
+                device=device, backend=self.backend, progress=self.verbose, desc=f"SEAL distill [{i}]")
             visual, result = runs.modalities[0], runs.result
             self.heads_.append(visual.head)
             phi_hat.append(self._embed(visual.head, Z))
@@ -199,8 +193,6 @@ class SEAL(ClusterEstimator):
                                        "neighbor_s": round(result.neighbor_seconds, 3),
                                        "loss_per_epoch": [round(x, 4) for x in result.losses],
                                        "restarts": self.restarts, "restart_kept": runs.chosen,
-                                       "restart_selection": runs.selection,
-                                       "restart_separability_ce": runs.separability,
                                        "restart_agreement_nmi": runs.agreement,
                                        "restart_distill_s": runs.seconds})
         labeling = human_labeling(phi_hat, k, self.labeling_config(), seed=self.seed, backend=self.backend,
