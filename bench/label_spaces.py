@@ -1,7 +1,7 @@
 """Which spaces should SEAL's human labeling see? phi_hat alone (the paper) or phi and phi_hat.
 
 Fits SEAL exactly as the Fashion-MNIST table does (3 restarts, consensus restart kept;
-the labeling stage is skipped), then runs TURTLE's labeling (T = 2000, batch 10,000) on
+its own labeling cut to one iteration), then runs TURTLE's labeling (T = 2000, batch 10,000) on
 the 2-space [phi, phi_hat] of the train split and reports test-split ACC / NMI / ARI,
 with the kept visual head's own answer for context:
 
@@ -27,22 +27,20 @@ from seal_fast.store import FeatureStore
 SPACE = "efficientnet-lite0"
 
 
-def run(seed: int, train: FeatureStore, test: FeatureStore, iterations: int) -> dict:
-    Z = torch.from_numpy(np.array(train.space(SPACE))).float()
-    Zt = torch.from_numpy(np.array(test.space(SPACE))).float()
-    yt = test.labels()
+def run(seed: int, Z: np.ndarray, patches, Z_test: np.ndarray, y_test: np.ndarray, iterations: int) -> dict:
     t0 = time.perf_counter()
-    model = SEAL(10, iterations=1, restarts=3, seed=seed).fit([Z.numpy()], patches=train.patches())
-    head = model.heads_[0].eval()
-    phi_hat, phi_hat_test = SEAL._embed(head, Z), SEAL._embed(head, Zt)
+    model = SEAL(10, iterations=1, restarts=3, seed=seed).fit([Z], patches=patches)
+    phi_hat = torch.from_numpy(model.transform([Z])[0])
+    phi_hat_test = torch.from_numpy(model.transform([Z_test])[0])
     with torch.no_grad():
-        head_test = head(F.normalize(Zt, dim=1)).argmax(1).numpy()
+        head_test = model.heads_[0].eval()(F.normalize(torch.from_numpy(Z_test), dim=1)).argmax(1).numpy()
     t1 = time.perf_counter()
-    labeling = human_labeling([Z, phi_hat], 10, LabelingConfig(iterations=iterations, batch_size=10000), seed=seed)
+    labeling = human_labeling([torch.from_numpy(Z), phi_hat], 10,
+                              LabelingConfig(iterations=iterations, batch_size=10000), seed=seed)
     with torch.no_grad():
-        pair_test = labeling.encoder.predict_proba([Zt, phi_hat_test]).argmax(1).numpy()
+        pair_test = labeling.encoder.predict_proba([torch.from_numpy(Z_test), phi_hat_test]).argmax(1).numpy()
     return {"seed": seed, "restart_kept": model.fit_details_["distill"][0]["restart_kept"],
-            "head_test": evaluate(yt, head_test), "phi_and_phi_hat_test": evaluate(yt, pair_test),
+            "head_test": evaluate(y_test, head_test), "phi_and_phi_hat_test": evaluate(y_test, pair_test),
             "distill_s": round(t1 - t0), "labeling_s": round(time.perf_counter() - t1),
             "iterations": iterations, "threads": torch.get_num_threads()}
 
@@ -56,8 +54,10 @@ def main():
     ap.add_argument("--out", type=Path, required=True, help="JSON-lines file, one row per seed")
     args = ap.parse_args()
     train, test = FeatureStore(args.train), FeatureStore(args.test)
+    Z = np.array(train.space(SPACE), dtype=np.float32)        # read once, shared by every seed
+    Z_test = np.array(test.space(SPACE), dtype=np.float32)
     for seed in args.seeds:
-        row = run(seed, train, test, args.iterations)
+        row = run(seed, Z, train.patches(), Z_test, test.labels(), args.iterations)
         print(json.dumps(row), flush=True)
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")
