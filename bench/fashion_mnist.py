@@ -49,8 +49,8 @@ def make_model(method: str, seed: int, args):
     if method == "turtle":
         return TURTLE(10, iterations=args.iterations, seed=seed)
     if method == "seal":
-        return SEAL(10, iterations=args.iterations, restarts=args.restarts, n_neighbors=args.neighbors, seed=seed,
-                    verbose=args.verbose)
+        return SEAL(10, iterations=args.iterations, restarts=args.restarts, n_neighbors=args.neighbors,
+                    label_on=args.label_on, label_restarts=args.label_restarts, seed=seed, verbose=args.verbose)
     if method == "satc":
         return SATC(10, epochs=args.satc_epochs, temperature=args.satc_temperature, restarts=args.restarts,
                     n_neighbors=args.neighbors, seed=seed, verbose=args.verbose)
@@ -59,7 +59,8 @@ def make_model(method: str, seed: int, args):
 
 def run_config(method: str, args) -> dict:
     if method == "seal":
-        return {"restarts": args.restarts, "iterations": args.iterations, "n_neighbors": args.neighbors}
+        return {"restarts": args.restarts, "iterations": args.iterations, "n_neighbors": args.neighbors,
+                "label_on": args.label_on, "label_restarts": args.label_restarts}
     if method == "satc":
         return {"restarts": args.restarts, "temperature": args.satc_temperature, "epochs": args.satc_epochs,
                 "n_neighbors": args.neighbors}
@@ -72,7 +73,7 @@ def variant(row: dict) -> str:
     """Table label: the method, and for the distillation methods the settings
     that changed between recorded runs (rows before `config` was recorded used
     one restart and, for SATC, the paper's T = 0.5; rows without `n_neighbors`
-    used the papers' 50)."""
+    used the papers' 50, rows without `label_on` labeled on the kept phi_hat)."""
     if row["method"] not in ("seal", "satc"):
         return row["method"]
     config = row.get("config", {})
@@ -81,6 +82,8 @@ def variant(row: dict) -> str:
         label += f", T={config.get('temperature', 0.5)}"
     if config.get("n_neighbors", 50) != 50:
         label += f", top-{config['n_neighbors']} neighbours"
+    if config.get("label_on", "phi_hat") != "phi_hat" or config.get("label_restarts", "kept") != "kept":
+        label += f", labeling on {config.get('label_on', 'phi_hat')} ({config.get('label_restarts', 'kept')})"
     return label
 
 
@@ -142,6 +145,10 @@ def main():
     ap.add_argument("--satc-temperature", type=float, default=1.0)
     ap.add_argument("--restarts", type=int, default=3, help="distillation restarts of SEAL and SATC")
     ap.add_argument("--neighbors", type=int, default=50, help="cross-modal neighbours of SEAL and SATC")
+    ap.add_argument("--label-on", default="phi+phi_hat", choices=("phi_hat", "phi+phi_hat"),
+                    help="spaces of SEAL's labeling")
+    ap.add_argument("--label-restarts", default="all", choices=("kept", "all"),
+                    help="phi_hat of SEAL's kept restart or of every restart")
     ap.add_argument("--out", type=Path, required=True, help="JSON-lines file, one row per run")
     ap.add_argument("--resume", action="store_true", help="skip runs already in --out")
     ap.add_argument("--table-only", action="store_true", help="print the table of the runs in --out")

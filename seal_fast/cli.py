@@ -56,9 +56,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int, default=None,
                    help="mutual-distillation epochs (seal: default 20; satc: at most, default 200)")
     c.add_argument("--restarts", type=int, default=None,
-                   help="distillation restarts, the consensus one kept (seal/satc; default 3)")
+                   help="distillation restarts (seal/satc; default 3): satc keeps the consensus one, "
+                        "seal labels on all (see --label-restarts)")
     c.add_argument("--neighbors", type=int, default=None, metavar="N",
                    help="cross-modal neighbours per sample (seal/satc; default 50)")
+    c.add_argument("--label-on", default=None, choices=("phi_hat", "phi+phi_hat"),
+                   help="spaces of seal's human labeling: phi and phi_hat (default) or phi_hat alone (the paper)")
+    c.add_argument("--label-restarts", default=None, choices=("kept", "all"),
+                   help="phi_hat of every restart (default) or of the kept restart only (seal)")
     c.add_argument("--backend", default="auto", choices=("auto", "compiled", "reference"),
                    help="compiled ops or the pure-PyTorch reference (default: auto)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -169,7 +174,8 @@ def _select_spaces(store, names):
 
 def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str,
                     iterations: int | None, verbose: bool, epochs: int | None = None,
-                    restarts: int | None = None, neighbors: int | None = None):
+                    restarts: int | None = None, neighbors: int | None = None,
+                    label_on: str | None = None, label_restarts: str | None = None):
     from .models.kmeans import KMeans
     from .models.turtle import TURTLE
 
@@ -180,6 +186,10 @@ def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str
         raise SealFastError("--restarts applies to seal and satc only")
     if neighbors is not None and method not in ("seal", "satc"):
         raise SealFastError("--neighbors applies to seal and satc only")
+    labeling = {name: value for name, value in (("label_on", label_on), ("label_restarts", label_restarts))
+                if value is not None}
+    if labeling and method != "seal":
+        raise SealFastError("--label-on and --label-restarts apply to seal only")
     distill = {} if epochs is None else {"epochs": epochs}
     if restarts is not None:
         distill["restarts"] = restarts
@@ -191,7 +201,7 @@ def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str
         return TURTLE(k, seed=seed, device=device, backend=backend, verbose=verbose, **extra)
     if method == "seal":
         from .models.seal import SEAL
-        return SEAL(k, seed=seed, device=device, backend=backend, verbose=verbose, **extra, **distill)
+        return SEAL(k, seed=seed, device=device, backend=backend, verbose=verbose, **extra, **distill, **labeling)
     if method == "satc":
         from .models.satc import SATC
         if iterations is not None:
@@ -220,7 +230,8 @@ def cmd_cluster(args):
     spaces = _select_spaces(store, args.spaces)
     model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=args.device,
                             backend=args.backend, iterations=args.iterations, verbose=not args.quiet,
-                            epochs=args.epochs, restarts=args.restarts, neighbors=args.neighbors)
+                            epochs=args.epochs, restarts=args.restarts, neighbors=args.neighbors,
+                            label_on=args.label_on, label_restarts=args.label_restarts)
     Zs, kwargs = fit_inputs(model, store, spaces)
     t_load = time.perf_counter() - t0
     model.fit(Zs, **kwargs)

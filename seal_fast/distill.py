@@ -261,6 +261,7 @@ class RestartsResult:
     labels: torch.Tensor               # its partition: argmax of the `answer` modality's head, all rows
     agreement: list                    # NMI between the restarts' partitions
     seconds: list                      # distillation time of each restart
+    runs: list                         # every restart's modalities, in restart order (heads trained)
 
 
 def distill_with_restarts(make_modalities: Callable[[int], list[Modality]], pairs: list[tuple[int, int, float]],
@@ -290,4 +291,5 @@ def distill_with_restarts(make_modalities: Callable[[int], list[Modality]], pair
     chosen, agreement = consensus_index(labels)
     modalities, result = runs[chosen]
     return RestartsResult(modalities, result, chosen, labels[chosen],
-                          [[round(a, 4) for a in row] for row in agreement], [round(r.seconds, 3) for _, r in runs])
+                          [[round(a, 4) for a in row] for row in agreement], [round(r.seconds, 3) for _, r in runs],
+                          [m for m, _ in runs])

@@ -83,6 +83,8 @@ def _nan_store(tmp_path):
      "--restarts applies to seal and satc"),
     ("iterations_satc", ["--n-clusters", "3", "--method", "satc", "--iterations", "5"], "--iterations applies"),
     ("neighbors_kmeans", ["--n-clusters", "3", "--neighbors", "10"], "--neighbors applies to seal and satc"),
+    ("label_on_turtle", ["--n-clusters", "3", "--method", "turtle", "--label-on", "phi+phi_hat"],
+     "apply to seal only"),
 ])
 def test_cluster_bad_input(capsys, tmp_path, store, case, args, message):
     res = tmp_path / "r.npy"

@@ -47,6 +47,7 @@ def test_restarts_share_neighbours_and_keep_the_consensus_run():
     scores = (nmi.sum(1) - 1) / 2
     assert runs.chosen == int(np.argmax(scores))
     assert runs.modalities is built[runs.chosen]
+    assert len(runs.runs) == 3 and all(a is b for a, b in zip(runs.runs, built))
     np.testing.assert_array_equal(runs.labels.numpy(), labels[runs.chosen])
     np.testing.assert_allclose(runs.agreement, nmi, atol=1e-4)
 

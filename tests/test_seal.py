@@ -55,6 +55,43 @@ def test_save_load_predict(tmp_path):
     np.testing.assert_allclose(again.transform([Z])[0], model.transform([Z])[0], rtol=1e-5, atol=1e-6)
 
 
+def test_labeling_on_phi_and_every_restarts_phi_hat():
+    """label_on / label_restarts: the labeling is TURTLE's on exactly the spaces they name."""
+    import torch
+    from seal_fast.cluster.labeling import human_labeling
+
+    Z, P, _, _ = three_views(n=200, seed=10)
+    Z2 = (Z @ np.random.default_rng(1).normal(size=(16, 8))).astype(np.float32)
+    model = SEAL(4, iterations=40, epochs=2, restarts=2, label_on="phi+phi_hat", label_restarts="all",
+                 patch_neighbors=4, device="cpu").fit([Z, Z2], patches=P)
+    assert model.fit_details_["labeling_spaces"] == 6  # per space: phi + one phi_hat per restart
+    assert all(len(heads) == 2 for heads in model.label_heads_)
+    assert all(kept in heads for kept, heads in zip(model.heads_, model.label_heads_))
+    spaces = []
+    for X, heads in zip([Z, Z2], model.label_heads_):
+        X = torch.from_numpy(X)
+        spaces += [X] + [SEAL._embed(h, X) for h in heads]
+    again = human_labeling(spaces, 4, model.labeling_config(), seed=model.seed)
+    np.testing.assert_array_equal(again.encoder.predict_proba(spaces).argmax(1).numpy(), model.labels_)
+    np.testing.assert_array_equal(model.predict([Z, Z2]), model.labels_)
+
+
+def test_label_options_survive_save_and_load(tmp_path):
+    Z, P, _, _ = three_views(n=150, seed=12)
+    model = SEAL(4, iterations=20, epochs=1, restarts=2, label_on="phi+phi_hat", label_restarts="all",
+                 patch_neighbors=4, device="cpu").fit([Z], patches=P)
+    model.save(tmp_path / "seal.pt")
+    again = load_model(tmp_path / "seal.pt")
+    np.testing.assert_allclose(again.predict_proba([Z]), model.predict_proba([Z]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("param,value", [("label_on", "phi"), ("label_restarts", "best")])
+def test_bad_label_options(param, value):
+    Z, P, _, _ = three_views(n=60, seed=13)
+    with pytest.raises(SealFastError, match=f"{param} must be one of"):
+        SEAL(4, patch_neighbors=4, device="cpu", **{param: value}).fit([Z], patches=P)
+
+
 @pytest.mark.parametrize("case,message", [
     ("no_patches", "needs patch features"),
     ("few_patches", "fewer than the k\\+1=9"),
