@@ -85,6 +85,22 @@ def test_label_options_survive_save_and_load(tmp_path):
     np.testing.assert_allclose(again.predict_proba([Z]), model.predict_proba([Z]), rtol=1e-5, atol=1e-6)
 
 
+def test_model_files_from_before_the_label_options_still_load(tmp_path):
+    """Files without label_on / label_restarts were labeled on the kept phi_hat: they load as that."""
+    import torch
+
+    Z, P, _, _ = three_views(n=150, seed=14)
+    model = SEAL(4, iterations=20, epochs=1, restarts=2, label_on="phi_hat", label_restarts="kept",
+                 patch_neighbors=4, device="cpu").fit([Z], patches=P)
+    model.save(tmp_path / "seal.pt")
+    payload = torch.load(tmp_path / "seal.pt", weights_only=True)
+    del payload["state"]["label_heads"], payload["params"]["label_on"], payload["params"]["label_restarts"]
+    torch.save(payload, tmp_path / "old.pt")
+    again = load_model(tmp_path / "old.pt")
+    assert (again.label_on, again.label_restarts) == ("phi_hat", "kept")
+    np.testing.assert_allclose(again.predict_proba([Z]), model.predict_proba([Z]), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("param,value", [("label_on", "phi"), ("label_restarts", "best")])
 def test_bad_label_options(param, value):
     Z, P, _, _ = three_views(n=60, seed=13)

@@ -91,7 +91,8 @@ class SEAL(ClusterEstimator):
     graph, mean-pooled) gives g(x); a visual and a spatial cluster head are
     trained by mutual distillation; the visual head's hidden layer is the
     spatially-aware embedding phi_hat. TURTLE's human labeling on phi and the
-    restarts' phi_hats gives the clusters. See the README for the choices where the paper is vague.
+    restarts' phi_hats gives the clusters. See the README for the choices where
+    the paper is vague.
 
     Parameters
     ----------
@@ -144,7 +145,8 @@ class SEAL(ClusterEstimator):
     def __init__(self, n_clusters: int, *, iterations: int = 6000, epochs: int = 20, batch_size: int = 512,
                  temperature: float = 1.0, entropy_weight: float = 5.0, n_neighbors: int = 50,
                  min_steps_per_epoch: int = 100, restarts: int = 3, label_on: str = "phi+phi_hat",
-                 label_restarts: str = "all", level: str = "instance", gat: str = "frozen", spatial_dim: int = 0, patch_neighbors: int = 8,
+                 label_restarts: str = "all", level: str = "instance", gat: str = "frozen", spatial_dim: int = 0,
+                 patch_neighbors: int = 8,
                  labeling_batch_size: int = 10000, seed: int = 0, device="auto", backend: str = "auto",
                  verbose: bool = False):
         self.n_clusters = n_clusters
@@ -266,28 +268,28 @@ class SEAL(ClusterEstimator):
 
     def _state(self):
         return {**super()._state(),
-                "heads": [_head_state(h) for h in self.heads_],
-                "label_heads": [[_head_state(h) for h in heads] for heads in self.label_heads_],
-                "labeler": {k: v.cpu() for k, v in self.labeler_.state_dict().items()},
+                "heads": [_cpu_state(h) for h in self.heads_],
+                "label_heads": [[_cpu_state(h) for h in heads] for heads in self.label_heads_],
+                "labeler": _cpu_state(self.labeler_),
                 "labels_": torch.from_numpy(self.labels_)}
 
     def _set_state(self, state):
         super()._set_state(state)
         self.heads_ = [_head_from_state(sd, d, self.n_clusters) for d, sd in zip(self.feature_dims_, state["heads"])]
-        # files written before label_restarts existed label on the kept heads only
+        if "label_heads" not in state:  # written before label_on/label_restarts: the paper's labeling on phi_hat
+            self.label_on, self.label_restarts = "phi_hat", "kept"
         label_heads = state.get("label_heads", [[sd] for sd in state["heads"]])
         self.label_heads_ = [[_head_from_state(sd, d, self.n_clusters) for sd in heads]
                              for d, heads in zip(self.feature_dims_, label_heads)]
-        dims = []
-        for d, heads in zip(self.feature_dims_, self.label_heads_):
-            dims += ([d] if self.label_on == "phi+phi_hat" else []) + [h.fc1.out_features for h in heads]
-        self.labeler_ = TaskEncoder(dims, self.n_clusters)
-        self.labeler_.load_state_dict(state["labeler"])
+        labeler = state["labeler"]  # one weight matrix v.i (K, d_i) per labeling space
+        n_spaces = sum(1 for name in labeler if name.startswith("v."))
+        self.labeler_ = TaskEncoder([labeler[f"v.{i}"].shape[1] for i in range(n_spaces)], self.n_clusters)
+        self.labeler_.load_state_dict(labeler)
         self.labels_ = state["labels_"].numpy()
 
 
-def _head_state(head: ClusterHead) -> dict:
-    return {k: v.cpu() for k, v in head.state_dict().items()}
+def _cpu_state(module: torch.nn.Module) -> dict:
+    return {k: v.cpu() for k, v in module.state_dict().items()}
 
 
 def _head_from_state(state: dict, in_dim: int, n_clusters: int) -> ClusterHead:
