@@ -1,8 +1,7 @@
 """Combine SEAL's distillation restarts instead of keeping one?
 
-For each seed: R restarts of the distillation exactly as `SEAL.fit` trains them
-(same spatial features, neighbour lists, seeds), every restart's visual head saved
-to --heads. Then, on the Fashion-MNIST test split:
+For each seed: R restarts of the distillation, trained by `SEAL.fit` itself, every
+restart's visual head saved to --heads. Then, on the Fashion-MNIST test split:
 
 - members: each restart's visual head alone (test ACC);
 - consensus: the restart SEAL keeps (highest mean NMI to the others), of the first 3 and of all R;
@@ -29,35 +28,24 @@ import torch.nn.functional as F
 
 from seal_fast.cluster.kmeans import assign, kmeans
 from seal_fast.cluster.labeling import LabelingConfig, human_labeling
-from seal_fast.distill import ClusterHead, consensus_index, mutual_distillation, restart_seed
+from seal_fast.distill import ClusterHead, consensus_index
 from seal_fast.metrics import evaluate
-from seal_fast.models.seal import SEAL, restart_modalities, visual_and_spatial
+from seal_fast.models.seal import SEAL
 from seal_fast.store import FeatureStore
-from seal_fast.validation import check_neighbors
 
 SPACE = "efficientnet-lite0"
 K = 10
 
 
 def train_heads(seed: int, Z: torch.Tensor, patches, restarts: int, path: Path) -> list[dict]:
-    """Every restart's visual head, trained as SEAL.fit trains them (frozen GAT, defaults)."""
+    """Every restart's visual head, trained by SEAL.fit itself (its labeling cut to one iteration)."""
     if path.exists():
         heads = torch.load(path)
         if len(heads) >= restarts:
             return heads[:restarts]
-    config = SEAL(K).distill_config(check_neighbors(50, Z.shape[0]))
-    first = list(visual_and_spatial(Z, patches, K, spatial_dim=0, patch_neighbors=8, backend="auto",
-                                    generator=torch.Generator().manual_seed(seed), device="cpu"))
-    heads = []
-    for r in range(restarts):
-        modalities = restart_modalities(first, r, K, seed, "cpu")
-        if r:
-            for m, f in zip(modalities, first):
-                m.neighbors = f.neighbors
-        mutual_distillation(modalities, [(0, 1, 1.0)], config,
-                            generator=torch.Generator().manual_seed(restart_seed(seed, r)))
-        heads.append({k: v.clone() for k, v in modalities[0].head.state_dict().items()})
-        torch.save(heads, path)  # after every restart: an interrupted run keeps its finished ones
+    model = SEAL(K, iterations=1, restarts=restarts, label_restarts="all", seed=seed).fit([Z], patches=patches)
+    heads = [{k: v.clone() for k, v in head.state_dict().items()} for head in model.label_heads_[0]]
+    torch.save(heads, path)
     return heads
 
 
