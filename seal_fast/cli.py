@@ -56,8 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int, default=None,
                    help="mutual-distillation epochs (seal: default 20; satc: at most, default 200)")
     c.add_argument("--restarts", type=int, default=None,
-                   help="distillation restarts (seal/satc; default 3): satc keeps the consensus one, "
-                        "seal labels on all (see --label-restarts)")
+                   help="distillation restarts (seal: default 3, labels on all, see --label-restarts; "
+                        "satc: default 5, keeps one, see --restart-choice)")
+    c.add_argument("--restart-choice", default=None, choices=("consensus", "neighbors"),
+                   help="which restart satc keeps: the consensus one (default) or the one whose "
+                        "partition keeps the most visual neighbour pairs together")
     c.add_argument("--neighbors", type=int, default=None, metavar="N",
                    help="cross-modal neighbours per sample (seal/satc; default 50)")
     c.add_argument("--label-on", default=None, choices=("phi_hat", "phi+phi_hat"),
@@ -175,7 +178,8 @@ def _select_spaces(store, names):
 def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str,
                     iterations: int | None, verbose: bool, epochs: int | None = None,
                     restarts: int | None = None, neighbors: int | None = None,
-                    label_on: str | None = None, label_restarts: str | None = None):
+                    label_on: str | None = None, label_restarts: str | None = None,
+                    restart_choice: str | None = None):
     from .models.kmeans import KMeans
     from .models.turtle import TURTLE
 
@@ -190,6 +194,8 @@ def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str
                 if value is not None}
     if labeling and method != "seal":
         raise SealFastError("--label-on and --label-restarts apply to seal only")
+    if restart_choice is not None and method != "satc":
+        raise SealFastError("--restart-choice applies to satc only")
     distill = {} if epochs is None else {"epochs": epochs}
     if restarts is not None:
         distill["restarts"] = restarts
@@ -206,7 +212,8 @@ def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str
         from .models.satc import SATC
         if iterations is not None:
             raise SealFastError("--iterations applies to turtle and seal only")
-        return SATC(k, seed=seed, device=device, backend=backend, verbose=verbose, **distill)
+        choice = {} if restart_choice is None else {"restart_choice": restart_choice}
+        return SATC(k, seed=seed, device=device, backend=backend, verbose=verbose, **distill, **choice)
     raise SealFastError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
@@ -231,7 +238,8 @@ def cmd_cluster(args):
     model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=args.device,
                             backend=args.backend, iterations=args.iterations, verbose=not args.quiet,
                             epochs=args.epochs, restarts=args.restarts, neighbors=args.neighbors,
-                            label_on=args.label_on, label_restarts=args.label_restarts)
+                            label_on=args.label_on, label_restarts=args.label_restarts,
+                            restart_choice=args.restart_choice)
     Zs, kwargs = fit_inputs(model, store, spaces)
     t_load = time.perf_counter() - t0
     model.fit(Zs, **kwargs)

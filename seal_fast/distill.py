@@ -18,9 +18,10 @@ phi_hat: its hidden layer (after BN and ReLU), the same size as phi.
 
 The objective has local optima far apart in accuracy (on Fashion-MNIST, one
 restart in six lands 10 points below the others), and its own value does not
-tell them apart. `distill_with_restarts` trains several restarts and keeps the
-consensus one: the restart whose partition agrees best (mean NMI) with the
-other restarts' partitions, a label-free choice.
+tell them apart. `distill_with_restarts` trains several restarts and keeps one
+by a label-free rule: the consensus one (the partition that agrees best, in
+mean NMI, with the other restarts' partitions) or the one whose partition keeps
+the most top-k neighbour pairs of the answer modality together.
 """
 from __future__ import annotations
 
@@ -253,6 +254,31 @@ def consensus_index(partitions: list) -> tuple[int, list[list[float]]]:
     return max(range(r), key=lambda i: (scores[i], -i)), agreement
 
 
+def neighbor_agreement(labels: torch.Tensor, neighbors: torch.Tensor) -> float:
+    """Share of (row, top-k neighbour) pairs that `labels` puts in the same cluster."""
+    return float((labels[neighbors] == labels[:, None]).float().mean())
+
+
+RESTART_CHOICES = ("consensus", "neighbors")
+
+
+def choose_restart(partitions: list, neighbors: torch.Tensor, choice: str) -> tuple[int, list[float]]:
+    """Index of the restart to keep and the score of every restart (higher is better).
+
+    consensus: mean NMI to the other restarts' partitions. neighbors: share of the
+    answer modality's top-k neighbour pairs kept in one cluster (a partition that
+    cuts the neighbour graph less). Ties go to the earlier restart."""
+    if choice == "consensus":
+        _, agreement = consensus_index(partitions)
+        r = len(partitions)
+        scores = [1.0 if r == 1 else (sum(row) - 1.0) / (r - 1) for row in agreement]
+    elif choice == "neighbors":
+        scores = [neighbor_agreement(p, neighbors) for p in partitions]
+    else:
+        raise ValueError(f"restart choice must be one of {RESTART_CHOICES}, got {choice!r}")
+    return max(range(len(scores)), key=lambda i: (scores[i], -i)), scores
+
+
 @dataclass
 class RestartsResult:
     modalities: list                   # the kept restart's modalities (heads trained)
@@ -262,12 +288,14 @@ class RestartsResult:
     agreement: list                    # NMI between the restarts' partitions
     seconds: list                      # distillation time of each restart
     runs: list                         # every restart's modalities, in restart order (heads trained)
+    scores: list = field(default_factory=list)  # each restart's score under the choice rule
 
 
 def distill_with_restarts(make_modalities: Callable[[int], list[Modality]], pairs: list[tuple[int, int, float]],
                           config: DistillConfig, *, restarts: int, seed: int, device, backend: str = "auto",
-                          answer: int = 0, progress: bool = False, desc: str = "distill") -> RestartsResult:
-    """Run `mutual_distillation` `restarts` times and keep the consensus restart.
+                          answer: int = 0, choice: str = "consensus", progress: bool = False,
+                          desc: str = "distill") -> RestartsResult:
+    """Run `mutual_distillation` `restarts` times and keep one restart (`choose_restart`).
 
     make_modalities(r) builds restart r's modalities (fresh heads). Neighbour
     lists of fixed-feature modalities are computed once and shared. The
@@ -275,6 +303,8 @@ def distill_with_restarts(make_modalities: Callable[[int], list[Modality]], pair
     """
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if choice not in RESTART_CHOICES:
+        raise ValueError(f"restart choice must be one of {RESTART_CHOICES}, got {choice!r}")
     runs, labels = [], []
     for r in range(restarts):
         modalities = make_modalities(r)
@@ -288,8 +318,10 @@ def distill_with_restarts(make_modalities: Callable[[int], list[Modality]], pair
                                      progress=progress, desc=tag)
         runs.append((modalities, result))
         labels.append(head_labels(modalities[answer]))
-    chosen, agreement = consensus_index(labels)
+    _, agreement = consensus_index(labels)
+    # the answer modality has fixed features, so its neighbour lists are the same in every restart
+    chosen, scores = choose_restart(labels, runs[0][0][answer].neighbors, choice)
     modalities, result = runs[chosen]
     return RestartsResult(modalities, result, chosen, labels[chosen],
                           [[round(a, 4) for a in row] for row in agreement], [round(r.seconds, 3) for _, r in runs],
-                          [m for m, _ in runs])
+                          [m for m, _ in runs], [round(x, 4) for x in scores])

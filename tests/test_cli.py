@@ -85,6 +85,8 @@ def _nan_store(tmp_path):
     ("neighbors_kmeans", ["--n-clusters", "3", "--neighbors", "10"], "--neighbors applies to seal and satc"),
     ("label_on_turtle", ["--n-clusters", "3", "--method", "turtle", "--label-on", "phi+phi_hat"],
      "apply to seal only"),
+    ("restart_choice_seal", ["--n-clusters", "3", "--method", "seal", "--restart-choice", "neighbors"],
+     "--restart-choice applies to satc only"),
 ])
 def test_cluster_bad_input(capsys, tmp_path, store, case, args, message):
     res = tmp_path / "r.npy"

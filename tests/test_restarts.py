@@ -4,8 +4,8 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from seal_fast.distill import (ClusterHead, DistillConfig, Modality, consensus_index, distill_with_restarts,
-                               head_labels)
+from seal_fast.distill import (ClusterHead, DistillConfig, Modality, choose_restart, consensus_index,
+                               distill_with_restarts, head_labels, neighbor_agreement, neighbors_of)
 from seal_fast.errors import SealFastError
 from seal_fast.models.satc import SATC
 from seal_fast.models.seal import SEAL
@@ -68,3 +68,44 @@ def test_bad_restarts(bad):
         SEAL(4, restarts=bad, patch_neighbors=4, device="cpu").fit([Z], patches=P)
     with pytest.raises(SealFastError, match="restarts must be an integer >= 1"):
         SATC(4, restarts=bad, patch_neighbors=4, device="cpu").fit([Z], patches=P)
+
+
+def test_neighbor_agreement_by_hand():
+    labels = torch.tensor([0, 0, 1, 1])
+    neighbors = torch.tensor([[1, 2], [0, 3], [3, 0], [2, 1]])  # same-cluster pairs: 0-1, 1-0, 2-3, 3-2
+    assert neighbor_agreement(labels, neighbors) == pytest.approx(4 / 8)
+
+
+def test_neighbors_choice_keeps_the_partition_that_cuts_the_graph_least():
+    # two groups of 6 rows, each row's neighbours all in its own group
+    group = torch.arange(12) // 6
+    neighbors = torch.stack([torch.tensor([j for j in range(12) if group[j] == group[i] and j != i][:4])
+                             for i in range(12)])
+    follows = group.clone()                                   # keeps every neighbour pair: score 1
+    crosses = torch.arange(12) % 2                            # splits each group in two
+    other = torch.tensor([0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 1])
+    chosen, scores = choose_restart([crosses, follows, other], neighbors, "neighbors")
+    assert chosen == 1 and scores[1] == pytest.approx(1.0) and max(scores[0], scores[2]) < 1.0
+    assert choose_restart([follows, follows.clone()], neighbors, "neighbors")[0] == 0  # ties: the first
+    # the consensus rule looks only at the partitions, not at the graph
+    assert choose_restart([crosses, follows, other], neighbors, "consensus")[0] == \
+        consensus_index([crosses, follows, other])[0]
+    with pytest.raises(ValueError, match="restart choice"):
+        choose_restart([follows], neighbors, "best")
+
+
+def test_satc_keeps_the_restart_its_rule_scores_highest():
+    Z, P, _, _ = three_views(n=300, seed=14)
+    model = SATC(4, epochs=2, restarts=3, restart_choice="neighbors", patch_neighbors=4, device="cpu").fit(
+        [Z], patches=P)
+    d = model.fit_details_
+    assert d["restart_choice"] == "neighbors" and len(d["restart_scores"]) == 3
+    assert d["restart_kept"] == int(np.argmax(d["restart_scores"]))
+    visual = torch.nn.functional.normalize(torch.from_numpy(Z), dim=1)
+    expected = neighbor_agreement(torch.from_numpy(model.labels_), neighbors_of(visual, 50, "reference"))
+    assert d["restart_scores"][d["restart_kept"]] == pytest.approx(expected, abs=1e-4)
+    consensus = SATC(4, epochs=2, restarts=3, patch_neighbors=4, device="cpu").fit([Z], patches=P)
+    c = consensus.fit_details_
+    assert c["restart_choice"] == "consensus" and c["restart_kept"] == int(np.argmax(c["restart_scores"]))
+    with pytest.raises(SealFastError, match="restart_choice must be one of"):
+        SATC(4, restart_choice="best", patch_neighbors=4, device="cpu").fit([Z], patches=P)

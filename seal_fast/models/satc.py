@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..distill import ClusterHead, DistillConfig, Modality, distill_with_restarts
+from ..distill import RESTART_CHOICES, ClusterHead, DistillConfig, Modality, distill_with_restarts
 from ..errors import SealFastError
 from ..text import textual_compactness
 from ..validation import as_feature_matrix, check_n_clusters, check_restarts, check_neighbors
@@ -43,9 +43,15 @@ class SATC(ClusterEstimator):
         63.7 mean ACC at 0.5 and 68.9 at 1.0 over the same four seeds (README).
     n_neighbors : int, default 50
         Cross-modal neighbours per sample (the paper's 50; all N-1 others when fewer).
-    restarts : int, default 3
-        Distillation restarts; the consensus one (visual-head partition closest,
-        in mean NMI, to the other restarts') is kept. 1 = a single run.
+    restarts : int, default 5
+        Distillation restarts, one of which is kept (`restart_choice`). 1 = a single run.
+        Five, not SEAL's three: SATC answers with one restart's head, and on
+        Fashion-MNIST (60k, six seeds) the kept restart of five reached 69.2 mean
+        ACC where a single restart averages 66.0 (README).
+    restart_choice : "consensus" or "neighbors", default "consensus"
+        consensus: the restart whose visual-head partition is closest, in mean
+        NMI, to the other restarts'. neighbors: the restart whose partition keeps
+        the most top-k visual neighbour pairs in one cluster. Both label-free.
     min_steps_per_epoch : int, default 100
         An epoch is one pass over the data or this many steps, whichever is more.
     text_threshold : float, default 0.33
@@ -62,7 +68,7 @@ class SATC(ClusterEstimator):
     def __init__(self, n_clusters: int, *, epochs: int = 200, patience: int = 10, min_delta: float = 1e-4,
                  batch_size: int = 512, temperature: float = 1.0, consistency_weight: float = 1.0,
                  entropy_weight: float = 5.0, n_neighbors: int = 50, min_steps_per_epoch: int = 100,
-                 restarts: int = 3, level: str = "instance",
+                 restarts: int = 5, restart_choice: str = "consensus", level: str = "instance",
                  text_threshold: float = 0.33, spatial_dim: int = 0, patch_neighbors: int = 8, seed: int = 0,
                  device="auto", backend: str = "auto", verbose: bool = False):
         self.n_clusters = n_clusters
@@ -76,6 +82,7 @@ class SATC(ClusterEstimator):
         self.n_neighbors = n_neighbors
         self.min_steps_per_epoch = min_steps_per_epoch
         self.restarts = restarts
+        self.restart_choice = restart_choice
         self.level = level
         self.text_threshold = text_threshold
         self.spatial_dim = spatial_dim
@@ -100,6 +107,8 @@ class SATC(ClusterEstimator):
         k = check_n_clusters(self.n_clusters, n)
         P = require_patches(patches, n, self.patch_neighbors, "SATC", call="fit(Zs, patches=P, text=T)")
         check_restarts(self.restarts)
+        if self.restart_choice not in RESTART_CHOICES:
+            raise SealFastError(f"restart_choice must be one of {RESTART_CHOICES}, got {self.restart_choice!r}")
         n_neighbors = check_neighbors(self.n_neighbors, n)
         device = self._device()
         cpu_gen = torch.Generator().manual_seed(self.seed)
@@ -124,7 +133,8 @@ class SATC(ClusterEstimator):
         t_prep = time.perf_counter() - t0
         runs = distill_with_restarts(lambda r: restart_modalities(modalities, r, k, self.seed, device), pairs,
                                      self.distill_config(n_neighbors), restarts=self.restarts, seed=self.seed,
-                                     device=device, backend=self.backend, progress=self.verbose, desc="SATC distill")
+                                     choice=self.restart_choice, device=device, backend=self.backend,
+                                     progress=self.verbose, desc="SATC distill")
         result = runs.result
         self.head_ = runs.modalities[0].head
         self.feature_dims_ = [Z.shape[1]]
@@ -138,7 +148,8 @@ class SATC(ClusterEstimator):
             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
             "early_stopping": f"training loss, patience {self.patience}, min_delta {self.min_delta}",
             "loss_per_epoch": [round(x, 4) for x in result.losses],
-            "restarts": self.restarts, "restart_kept": runs.chosen, "restart_agreement_nmi": runs.agreement,
+            "restarts": self.restarts, "restart_choice": self.restart_choice, "restart_kept": runs.chosen,
+            "restart_scores": runs.scores, "restart_agreement_nmi": runs.agreement,
             "restart_distill_s": runs.seconds,
         }
         return self
