@@ -43,26 +43,33 @@ def feature_store(path: Path, split: str) -> FeatureStore:
     return embed(f"fashion-mnist-{split}", path, compile=True)
 
 
+def restarts(method: str, args) -> int:
+    """--restarts, or the method's own default (SEAL 3, SATC 5)."""
+    if args.restarts is not None:
+        return args.restarts
+    return {"seal": SEAL, "satc": SATC}[method].__init__.__kwdefaults__["restarts"]
+
+
 def make_model(method: str, seed: int, args):
     if method == "kmeans":
         return KMeans(10, seed=seed)
     if method == "turtle":
         return TURTLE(10, iterations=args.iterations, seed=seed)
     if method == "seal":
-        return SEAL(10, iterations=args.iterations, restarts=args.restarts, n_neighbors=args.neighbors,
+        return SEAL(10, iterations=args.iterations, restarts=restarts(method, args), n_neighbors=args.neighbors,
                     label_on=args.label_on, label_restarts=args.label_restarts, seed=seed, verbose=args.verbose)
     if method == "satc":
-        return SATC(10, epochs=args.satc_epochs, temperature=args.satc_temperature, restarts=args.restarts,
+        return SATC(10, epochs=args.satc_epochs, temperature=args.satc_temperature, restarts=restarts(method, args),
                     n_neighbors=args.neighbors, seed=seed, verbose=args.verbose)
     raise ValueError(method)
 
 
 def run_config(method: str, args) -> dict:
     if method == "seal":
-        return {"restarts": args.restarts, "iterations": args.iterations, "n_neighbors": args.neighbors,
+        return {"restarts": restarts(method, args), "iterations": args.iterations, "n_neighbors": args.neighbors,
                 "label_on": args.label_on, "label_restarts": args.label_restarts}
     if method == "satc":
-        return {"restarts": args.restarts, "temperature": args.satc_temperature, "epochs": args.satc_epochs,
+        return {"restarts": restarts(method, args), "temperature": args.satc_temperature, "epochs": args.satc_epochs,
                 "n_neighbors": args.neighbors}
     if method == "turtle":
         return {"iterations": args.iterations}
@@ -73,13 +80,16 @@ def variant(row: dict) -> str:
     """Table label: the method, and for the distillation methods the settings
     that changed between recorded runs (rows before `config` was recorded used
     one restart and, for SATC, the paper's T = 0.5; rows without `n_neighbors`
-    used the papers' 50, rows without `label_on` labeled on the kept phi_hat)."""
+    used the papers' 50, rows without `label_on` labeled on the kept phi_hat;
+    SATC rows name their epochs when not 20)."""
     if row["method"] not in ("seal", "satc"):
         return row["method"]
     config = row.get("config", {})
     label = f"{row['method']}, {config.get('restarts', 1)} restart(s)"
     if row["method"] == "satc":
         label += f", T={config.get('temperature', 0.5)}"
+        if config.get("epochs", 20) != 20:
+            label += f", {config['epochs']} epochs"
     if config.get("n_neighbors", 50) != 50:
         label += f", top-{config['n_neighbors']} neighbours"
     if config.get("label_on", "phi_hat") != "phi_hat" or config.get("label_restarts", "kept") != "kept":
@@ -143,7 +153,8 @@ def main():
     ap.add_argument("--iterations", type=int, default=2000, help="outer iterations of human labeling")
     ap.add_argument("--satc-epochs", type=int, default=200)
     ap.add_argument("--satc-temperature", type=float, default=1.0)
-    ap.add_argument("--restarts", type=int, default=3, help="distillation restarts of SEAL and SATC")
+    ap.add_argument("--restarts", type=int, default=None,
+                    help="distillation restarts of SEAL and SATC (default: each method's own, 3 and 5)")
     ap.add_argument("--neighbors", type=int, default=50, help="cross-modal neighbours of SEAL and SATC")
     ap.add_argument("--label-on", default="phi+phi_hat", choices=("phi_hat", "phi+phi_hat"),
                     help="spaces of SEAL's labeling")
