@@ -76,11 +76,10 @@ def _heads_only_epoch(n, d=512, ds=512, batch=512):
 @pytest.mark.benchmark(group="distillation-epoch-cpu N=10000 batch=512 d=512")
 @pytest.mark.parametrize("backend", ["compiled", "reference", "heads-only"])
 def test_distill_epoch_cpu(benchmark, backend):
-    if backend == "heads-only":
-        return run(benchmark, _heads_only_epoch(10000), rounds=7)
     if backend == "compiled" and not use_compiled(torch.empty(0)):
         pytest.skip("compiled ops not built")
-    run(benchmark, _epoch("cpu", 10000, backend), rounds=7)
+    epoch = _heads_only_epoch(10000) if backend == "heads-only" else _epoch("cpu", 10000, backend)
+    run(benchmark, epoch, rounds=7)
 
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")

@@ -248,10 +248,18 @@ def consensus_index(partitions: list) -> tuple[int, list[list[float]]]:
     r = len(labels)
     agreement = [[1.0 if i == j else normalized_mutual_info(labels[i], labels[j]) for j in range(r)]
                  for i in range(r)]
-    if r == 1:
-        return 0, agreement
-    scores = [(sum(row) - 1.0) / (r - 1) for row in agreement]
-    return max(range(r), key=lambda i: (scores[i], -i)), agreement
+    return _best(consensus_scores(agreement)), agreement
+
+
+def consensus_scores(agreement: list[list[float]]) -> list[float]:
+    """Each partition's mean NMI to the others (1.0 for a lone partition)."""
+    r = len(agreement)
+    return [1.0 if r == 1 else (sum(row) - 1.0) / (r - 1) for row in agreement]
+
+
+def _best(scores: list[float]) -> int:
+    """Index of the highest score; ties go to the earlier one."""
+    return max(range(len(scores)), key=lambda i: (scores[i], -i))
 
 
 def neighbor_agreement(labels: torch.Tensor, neighbors: torch.Tensor) -> float:
@@ -262,21 +270,21 @@ def neighbor_agreement(labels: torch.Tensor, neighbors: torch.Tensor) -> float:
 RESTART_CHOICES = ("consensus", "neighbors")
 
 
-def choose_restart(partitions: list, neighbors: torch.Tensor, choice: str) -> tuple[int, list[float]]:
+def choose_restart(partitions: list, neighbors: torch.Tensor, choice: str,
+                   agreement: list[list[float]] | None = None) -> tuple[int, list[float]]:
     """Index of the restart to keep and the score of every restart (higher is better).
 
-    consensus: mean NMI to the other restarts' partitions. neighbors: share of the
-    answer modality's top-k neighbour pairs kept in one cluster (a partition that
-    cuts the neighbour graph less). Ties go to the earlier restart."""
+    consensus: mean NMI to the other restarts' partitions (from `agreement` when the
+    caller has it). neighbors: share of the answer modality's top-k neighbour pairs
+    kept in one cluster (a partition that cuts the neighbour graph less). Ties go to
+    the earlier restart."""
     if choice == "consensus":
-        _, agreement = consensus_index(partitions)
-        r = len(partitions)
-        scores = [1.0 if r == 1 else (sum(row) - 1.0) / (r - 1) for row in agreement]
+        scores = consensus_scores(agreement if agreement is not None else consensus_index(partitions)[1])
     elif choice == "neighbors":
         scores = [neighbor_agreement(p, neighbors) for p in partitions]
     else:
         raise ValueError(f"restart choice must be one of {RESTART_CHOICES}, got {choice!r}")
-    return max(range(len(scores)), key=lambda i: (scores[i], -i)), scores
+    return _best(scores), scores
 
 
 @dataclass
@@ -320,7 +328,7 @@ def distill_with_restarts(make_modalities: Callable[[int], list[Modality]], pair
         labels.append(head_labels(modalities[answer]))
     _, agreement = consensus_index(labels)
     # the answer modality has fixed features, so its neighbour lists are the same in every restart
-    chosen, scores = choose_restart(labels, runs[0][0][answer].neighbors, choice)
+    chosen, scores = choose_restart(labels, runs[0][0][answer].neighbors, choice, agreement)
     modalities, result = runs[chosen]
     return RestartsResult(modalities, result, chosen, labels[chosen],
                           [[round(a, 4) for a in row] for row in agreement], [round(r.seconds, 3) for _, r in runs],
