@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from seal_fast._extension import use_compiled
-from seal_fast.distill import ClusterHead, DistillConfig, Modality, mutual_distillation, neighbors_of
-from seal_fast.ops.infonce import cross_modal_infonce
+from seal_fast.distillation import ClusterHead, DistillConfig, Modality, mutual_distillation, neighbor_index
+from seal_fast.ops import cross_modal_infonce
 
 from conftest import CUDA, run
 
@@ -40,7 +40,7 @@ def _epoch(device, n, backend, d=512, ds=512):
     mods = [Modality("visual", Z, ClusterHead(d, 10, generator=g).to(device)),
             Modality("spatial", G, ClusterHead(ds, 10, generator=g).to(device))]
     for m in mods:
-        m.neighbors = neighbors_of(m.encode_all(), 50, backend)
+        m.neighbor_index = neighbor_index(m.features, 50, backend)
     cfg = DistillConfig(epochs=1, batch_size=512, min_steps_per_epoch=1)
     gen = torch.Generator(device=device).manual_seed(0)
     return lambda: mutual_distillation(mods, [(0, 1, 1.0)], cfg, generator=gen, backend=backend)

@@ -6,6 +6,8 @@
 // autograd live in seal_fast/ops/<op>.py.
 #include <torch/extension.h>
 
+#include "cuda/linear_fit_plan.h"
+
 #ifndef SEAL_FAST_TORCH_VERSION
 #define SEAL_FAST_TORCH_VERSION "unknown"
 #endif
@@ -106,4 +108,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "The CUDA path's exact backward, callable on any device (for tests)");
   m.def("cross_modal_infonce_aten", &seal_fast::cross_modal_infonce_aten,
         "The CUDA path's InfoNCE, callable on any device (for tests)");
+  m.def("linear_fit_cuda_scratch_bytes", &seal_fast::linear_fit_plan::scratch_bytes,
+        "Bytes of partial-gradient scratch the CUDA unrolled_linear_fit allocates for a batch B, K classes, spaces "
+        "of widths dims, on a GPU with sm_count SMs (element: 4 for float32 weights)",
+        pybind11::arg("B"), pybind11::arg("K"), pybind11::arg("dims"), pybind11::arg("sm_count"),
+        pybind11::arg("element") = 4);
 }

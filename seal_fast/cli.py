@@ -10,9 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import SealFastError
+from .distillation import RESTART_CHOICES
+from .errors import Interrupted, SealFastError
+from .models import METHODS, estimator_class, store_inputs
+from .models.seal import LABEL_ON, LABEL_RESTARTS
 
-METHODS = ("kmeans", "turtle", "seal", "satc")
+# `cluster` options that set an estimator parameter of the same name; a method
+# whose constructor lacks the parameter refuses the option
+TUNABLE = ("iterations", "epochs", "restarts", "restart_choice", "n_neighbors", "label_on", "label_restarts",
+           "backend")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -20,7 +26,10 @@ def _parser() -> argparse.ArgumentParser:
         "Discover human-meaningful categories in unlabeled images, given only their number."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("info", help="versions, compiled backends and visible devices")
+    i = sub.add_parser("info", help="versions, compiled backends and visible devices")
+    i.add_argument("--check", action="store_true",
+                   help="also run every compiled op against its reference on each device (a few seconds); "
+                        "exit 1 if any disagrees")
 
     e = sub.add_parser("embed", help="images -> feature store (visual spaces + patch features)")
     e.add_argument("source", help="image folder (sub-folders = classes), .npz with 'images' "
@@ -58,17 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--restarts", type=int, default=None,
                    help="distillation restarts (seal: default 3, labels on all, see --label-restarts; "
                         "satc: default 5, keeps one, see --restart-choice)")
-    c.add_argument("--restart-choice", default=None, choices=("consensus", "neighbors"),
+    c.add_argument("--restart-choice", default=None, choices=RESTART_CHOICES,
                    help="which restart satc keeps: the consensus one (default) or the one whose "
                         "partition keeps the most visual neighbour pairs together")
-    c.add_argument("--neighbors", type=int, default=None, metavar="N",
+    c.add_argument("--n-neighbors", "--neighbors", dest="n_neighbors", type=int, default=None, metavar="N",
                    help="cross-modal neighbours per sample (seal/satc; default 50)")
-    c.add_argument("--label-on", default=None, choices=("phi_hat", "phi+phi_hat"),
+    c.add_argument("--label-on", default=None, choices=LABEL_ON,
                    help="spaces of seal's human labeling: phi and phi_hat (default) or phi_hat alone (the paper)")
-    c.add_argument("--label-restarts", default=None, choices=("kept", "all"),
+    c.add_argument("--label-restarts", default=None, choices=LABEL_RESTARTS,
                    help="phi_hat of every restart (default) or of the kept restart only (seal)")
-    c.add_argument("--backend", default="auto", choices=("auto", "compiled", "reference"),
-                   help="compiled ops or the pure-PyTorch reference (default: auto)")
+    c.add_argument("--backend", default=None, choices=("auto", "compiled", "reference"),
+                   help="compiled ops or the pure-PyTorch reference (turtle/seal/satc; default: auto)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
     pr = sub.add_parser("predict", help="label another feature store with a saved model")
@@ -97,6 +106,9 @@ def main(argv=None) -> int:
     except SealFastError as exc:
         print(f"seal-fast {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except Interrupted as exc:
+        print(f"seal-fast {args.command}: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"seal-fast {args.command}: interrupted; nothing was written", file=sys.stderr)
         return 130
@@ -111,6 +123,15 @@ def cmd_info(args):
     info["backbones"] = known_backbones()
     info["methods"] = list(METHODS)
     print(json.dumps(info, indent=2))
+    if args.check:
+        from .self_test import format_rows, self_test
+
+        rows = self_test()
+        print(format_rows(rows))
+        failed = [r for r in rows if r["ok"] is False]
+        print(f"{len(failed)} of {sum(r['ok'] is not None for r in rows)} op checks failed" if failed
+              else "every compiled op agrees with its reference")
+        return 1 if failed else 0
 
 
 def _parse_weights(items, backbones, patch_backbone) -> dict:
@@ -175,84 +196,58 @@ def _select_spaces(store, names):
     return names
 
 
-def build_estimator(method: str, k: int, *, seed: int, device: str, backend: str,
-                    iterations: int | None, verbose: bool, epochs: int | None = None,
-                    restarts: int | None = None, neighbors: int | None = None,
-                    label_on: str | None = None, label_restarts: str | None = None,
-                    restart_choice: str | None = None):
-    from .models.kmeans import KMeans
-    from .models.turtle import TURTLE
-
-    extra = {} if iterations is None else {"iterations": iterations}
-    if epochs is not None and method not in ("seal", "satc"):
-        raise SealFastError("--epochs applies to seal and satc only")
-    if restarts is not None and method not in ("seal", "satc"):
-        raise SealFastError("--restarts applies to seal and satc only")
-    if neighbors is not None and method not in ("seal", "satc"):
-        raise SealFastError("--neighbors applies to seal and satc only")
-    labeling = {name: value for name, value in (("label_on", label_on), ("label_restarts", label_restarts))
-                if value is not None}
-    if labeling and method != "seal":
-        raise SealFastError("--label-on and --label-restarts apply to seal only")
-    if restart_choice is not None and method != "satc":
-        raise SealFastError("--restart-choice applies to satc only")
-    distill = {} if epochs is None else {"epochs": epochs}
-    if restarts is not None:
-        distill["restarts"] = restarts
-    if neighbors is not None:
-        distill["n_neighbors"] = neighbors
-    if method == "kmeans":
-        return KMeans(k, seed=seed, device=device, verbose=verbose)
-    if method == "turtle":
-        return TURTLE(k, seed=seed, device=device, backend=backend, verbose=verbose, **extra)
-    if method == "seal":
-        from .models.seal import SEAL
-        return SEAL(k, seed=seed, device=device, backend=backend, verbose=verbose, **extra, **distill, **labeling)
-    if method == "satc":
-        from .models.satc import SATC
-        if iterations is not None:
-            raise SealFastError("--iterations applies to turtle and seal only")
-        choice = {} if restart_choice is None else {"restart_choice": restart_choice}
-        return SATC(k, seed=seed, device=device, backend=backend, verbose=verbose, **distill, **choice)
-    raise SealFastError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+def build_estimator(method: str, n_clusters: int, *, seed: int, device: str, verbose: bool, **tuning):
+    """The estimator of `method`; `tuning` holds the TUNABLE options given (None: not given)."""
+    cls = estimator_class(method)
+    params = {"seed": seed, "device": device, "verbose": verbose}
+    for name, value in tuning.items():
+        if value is None:
+            continue
+        if name not in cls.param_names():
+            users = [m for m in METHODS if name in estimator_class(m).param_names()]
+            users = ", ".join(users[:-1]) + " and " + users[-1] if len(users) > 1 else users[0]
+            raise SealFastError(f"--{name.replace('_', '-')} applies to {users} only, not {method}")
+        params[name] = value
+    return cls(n_clusters, **params)
 
 
-def fit_inputs(model, store, spaces):
-    """What `fit`/`predict` take for this method, read from the store."""
-    Zs = [store.space(n) for n in spaces]
-    kwargs = {}
-    if model.method in ("seal", "satc"):
-        kwargs["patches"] = store.patches()
-    if model.method == "satc" and store.has("text"):
-        kwargs["text"] = store.text()
-    return Zs, kwargs
+def _labels_output(path) -> tuple[Path, Path]:
+    """The labels file (.npy) and the run report written beside it (.json)."""
+    out = Path(path)
+    if out.suffix != ".npy":
+        raise SealFastError(f"--out {out}: the labels are written as a .npy file (the run report goes beside "
+                            "it with .json); give a path ending in .npy")
+    return out, out.with_suffix(".json")
 
 
 def cmd_cluster(args):
-    from .models.base import ClusterEstimator  # noqa: F401  (registry)
-    from .store import FeatureStore, save_json_atomic, save_npy_atomic
+    from .files import check_outputs, staged_outputs, write_json, write_npy
+    from .store import FeatureStore
 
     t0 = time.perf_counter()
+    out, report_path = _labels_output(args.out)
+    outputs = {"--out": out, "the run report": report_path}
+    if args.save_model:
+        outputs["--save-model"] = Path(args.save_model)
+    check_outputs(outputs, inputs=[Path(args.featdir)])
+    model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=args.device,
+                            verbose=not args.quiet, **{name: getattr(args, name) for name in TUNABLE})
+    model.check_params()
     store = FeatureStore(args.featdir)
     spaces = _select_spaces(store, args.spaces)
-    model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=args.device,
-                            backend=args.backend, iterations=args.iterations, verbose=not args.quiet,
-                            epochs=args.epochs, restarts=args.restarts, neighbors=args.neighbors,
-                            label_on=args.label_on, label_restarts=args.label_restarts,
-                            restart_choice=args.restart_choice)
-    Zs, kwargs = fit_inputs(model, store, spaces)
+    Zs, kwargs = store_inputs(model, store, spaces)
     t_load = time.perf_counter() - t0
     model.fit(Zs, **kwargs)
     t_fit = time.perf_counter() - t0 - t_load
     model.meta_ = {"spaces": spaces, "featdir": str(store.path.resolve())}
     labels = np.asarray(model.labels_, dtype=np.int64)
-    out = Path(args.out)
     report = _report(args, store, spaces, model, labels, {"load_s": t_load, "fit_s": t_fit})
-    if args.save_model:
-        model.save(args.save_model)
-    save_npy_atomic(out, labels)
     report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
-    save_json_atomic(out.with_suffix(".json"), report)
+    with staged_outputs() as stage:  # all of them or none
+        if args.save_model:
+            model.save(stage(args.save_model, ".pt"))
+        write_npy(stage(out, ".npy"), labels)
+        write_json(stage(report_path, ".json"), report)
     line = f"wrote {out} ({labels.shape[0]} labels, {len(np.unique(labels))} clusters used)"
     if "evaluation" in report:
         line += f"; against the store's labels: {json.dumps(report['evaluation'])}"
@@ -300,19 +295,22 @@ def _report(args, store, spaces, model, labels, timings) -> dict:
 
 
 def cmd_predict(args):
-    from .models.base import load_model
-    from .store import FeatureStore, save_npy_atomic
+    from .files import check_outputs, save_npy_atomic
+    from .models import load_model
+    from .store import FeatureStore
 
+    out, _ = _labels_output(args.out)
     model = load_model(args.model, device=args.device)
     store = FeatureStore(args.featdir)
+    check_outputs({"--out": out}, inputs=[Path(args.model), Path(args.featdir)])
     spaces = model.meta_.get("spaces") or _select_spaces(store, None)
     for name in spaces:
         if name not in store.spaces:
             raise SealFastError(f"the model was fitted on space {name!r}, which {store.path} does not have "
                                 f"(it has {store.spaces}); embed it with the same backbone")
     labels = model.predict([store.space(n) for n in spaces])  # every method predicts from the visual spaces
-    save_npy_atomic(args.out, np.asarray(labels, dtype=np.int64))
-    print(f"wrote {args.out} ({len(labels)} labels)")
+    save_npy_atomic(out, np.asarray(labels, dtype=np.int64))
+    print(f"wrote {out} ({len(labels)} labels)")
 
 
 def _load_labels(path) -> np.ndarray:

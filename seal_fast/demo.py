@@ -42,9 +42,7 @@ def _features(dataset: str, out: Path, device: str) -> FeatureStore:
 
 
 def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto", seed: int = 0) -> dict:
-    from .models.kmeans import KMeans
-    from .models.seal import SEAL
-    from .models.turtle import TURTLE
+    from .models import SEAL, TURTLE, KMeans, store_inputs
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -54,7 +52,6 @@ def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto"
     if y is None:
         raise SealFastError(f"the demo needs a labelled dataset; {dataset} has no labels")
     k = int(len(np.unique(y)))
-    Z = store.space("efficientnet-lite0")
     methods = {
         "K-Means": KMeans(k, seed=seed, device=device),
         "TURTLE": TURTLE(k, iterations=DEMO_ITERATIONS, seed=seed, device=device),
@@ -65,10 +62,8 @@ def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto"
     for name, model in methods.items():
         print(f"fitting {name} ...", flush=True)
         t = time.perf_counter()
-        if name == "SEAL":
-            model.fit([Z], patches=store.patches())
-        else:
-            model.fit([Z])
+        Zs, extra = store_inputs(model, store, ["efficientnet-lite0"])
+        model.fit(Zs, **extra)
         rows[name] = {**evaluate(y, model.labels_), "seconds": round(time.perf_counter() - t, 1)}
     print()
     print(f"{dataset}: N={store.n}, K={k}, EfficientNet-Lite0 features "

@@ -1,16 +1,20 @@
 """Feature extraction: images -> visual spaces (+ patch features) -> feature store.
 
 The job is resumable: finished chunks of images are kept in
-`FEATDIR/.partial/` (each written atomically), so a crash or Ctrl-C loses at
-most the chunk in progress; running the same command again picks up where it
-stopped. The final arrays are assembled only when every chunk is done, and the
-manifest is written last.
+`FEATDIR/.partial/` (each written atomically; a chunk closes after `chunk_size`
+images or `chunk_seconds` of work, whichever comes first), so a crash or Ctrl-C
+loses at most a minute of work; running the same command again picks up where
+it stopped, provided the job is the same: same backbones, same settings, and the
+same source (its fingerprint: file names, sizes, times and sampled bytes, or the
+arrays' hash). The final arrays are assembled only when every image is done, and
+the manifest is written last.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -21,8 +25,9 @@ from tqdm.auto import tqdm
 
 from .backbones import DEFAULT_BACKBONE, get_backbone, known_backbones
 from .data.sources import open_source, read_many
-from .errors import SealFastError
-from .store import FeatureStore, atomic_path, npy_writer, space_file, write_store
+from .errors import Interrupted, SealFastError
+from .files import atomic_path, check_outputs, npy_writer, save_npy_atomic
+from .store import FeatureStore, space_file, write_store
 from .validation import resolve_device
 
 PARTIAL = ".partial"
@@ -31,14 +36,15 @@ PATCH_DTYPE = np.float16  # halves the largest array; patch features are inputs 
 
 def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
           patch_backbone: str | None = DEFAULT_BACKBONE, weights: dict[str, str] | None = None,
-          device="auto", batch_size: int = 64, chunk_size: int = 1024, compile: bool = False,
-          progress: bool = True) -> FeatureStore:
+          device="auto", batch_size: int = 64, chunk_size: int = 1024, chunk_seconds: float = 60.0,
+          compile: bool = False, progress: bool = True) -> FeatureStore:
     """Embed every image of `source` and write a feature store at `out`.
 
     Args:
         source: image folder, `.npz` path, built-in name (`digits`,
             `fashion-mnist[-train|-test]`) or an ImageSource.
-        out: feature store directory (created; an existing store is replaced).
+        out: feature store directory (created; an existing store is replaced, an
+            interrupted job in it resumed; any other non-empty folder is refused).
         backbones: visual spaces to compute, one `space_<name>.npy` each.
         patch_backbone: backbone whose feature map gives `patches.npy`, or None.
         weights: optional local checkpoint per backbone name.
@@ -56,11 +62,12 @@ def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
     for name in weights:
         if name not in backbones and name != patch_backbone:
             raise SealFastError(f"--weights given for {name!r}, which is not one of the backbones used")
-    if batch_size < 1 or chunk_size < 1:
-        raise SealFastError("batch size and chunk size must be positive")
+    if batch_size < 1 or chunk_size < 1 or chunk_seconds <= 0:
+        raise SealFastError("batch size, chunk size and chunk seconds must be positive")
+    out = Path(out)
+    _check_out(out)
     src = open_source(source)
     dev = resolve_device(device)
-    out = Path(out)
     n = len(src)
 
     # one model per distinct backbone; each is asked for what it must provide
@@ -69,33 +76,41 @@ def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
     models = {name: get_backbone(name, weights.get(name)).to(dev) for name in wanted}
     runners = {name: _runner(m, dev, compile) for name, m in models.items()}
 
-    job = {"source": src.description, "n": n, "backbones": backbones, "patch_backbone": patch_backbone,
-           "models": {name: m.describe() for name, m in models.items()}, "weights": weights,
-           "chunk_size": chunk_size}
+    job = {"source": src.description, "fingerprint": src.fingerprint(), "n": n, "backbones": backbones,
+           "patch_backbone": patch_backbone, "models": {name: m.describe() for name, m in models.items()},
+           "weights": weights}
     partial = out / PARTIAL
-    _prepare_partial(partial, job)
+    _prepare_partial(partial, job, progress)
 
-    chunks = [(start, min(start + chunk_size, n)) for start in range(0, n, chunk_size)]
-    done = {start for start, _ in chunks if (partial / _chunk_name(start)).exists()}
+    start = _resume_position(partial, 0, n)
     t0 = time.perf_counter()
-    bar = tqdm(total=n, desc="embed", unit="img", disable=not progress,
-               initial=sum(end - start for start, end in chunks if start in done))
+    bar = tqdm(total=n, desc="embed", unit="img", disable=not progress, initial=start)
     try:
-        for start, end in chunks:
-            if start in done:
-                continue
-            _embed_chunk(src, range(start, end), models, runners, wanted, dev, batch_size,
-                         partial / _chunk_name(start), bar)
+        while start < n:
+            start = _embed_chunk(src, start, min(n, start + chunk_size), time.perf_counter() + chunk_seconds,
+                                 models, runners, wanted, dev, batch_size, partial, bar)
     except KeyboardInterrupt:
         bar.close()
-        finished = len([c for c in chunks if (partial / _chunk_name(c[0])).exists()])
-        raise SealFastError(f"interrupted after {finished}/{len(chunks)} chunks; run the same command "
-                            "again to resume") from None
+        done = _resume_position(partial, 0, n)
+        raise Interrupted(f"interrupted after {done} of {n} images; the finished ones are kept: run the same "
+                          "command again to resume") from None
     bar.close()
     seconds = time.perf_counter() - t0
-    store = _assemble(out, partial, chunks, src, models, wanted, job, seconds)
+    store = _assemble(out, partial, n, src, models, wanted, job, seconds)
     shutil.rmtree(partial, ignore_errors=True)
     return store
+
+
+def _check_out(out: Path) -> None:
+    """The store may be written at `out`: a new path, an earlier store (replaced), an
+    interrupted job's folder (resumed) or an empty folder -- never a file or a folder
+    of the user's own files."""
+    if out.exists() and not out.is_dir():
+        raise SealFastError(f"--out {out} is an existing file; give a directory for the feature store")
+    if out.is_dir() and any(out.iterdir()) and not (out / "manifest.json").exists() and not (out / PARTIAL).exists():
+        raise SealFastError(f"--out {out} is a non-empty directory that is not a feature store; refusing to "
+                            "write among its files (give a new or empty directory)")
+    check_outputs({"--out": out / "manifest.json"}, inputs=[])
 
 
 def _runner(model, dev, compile: bool):
@@ -109,18 +124,39 @@ def _runner(model, dev, compile: bool):
     return fn
 
 
-def _chunk_name(start: int) -> str:
-    return f"chunk_{start:010d}.npz"
+def _chunk_name(start: int, end: int) -> str:
+    return f"chunk_{start:010d}_{end:010d}.npz"
 
 
-def _prepare_partial(partial: Path, job: dict) -> None:
+def _chunks(partial: Path) -> list[tuple[int, int, Path]]:
+    """(start, end, path) of the finished chunks, by start."""
+    found = []
+    for p in partial.glob("chunk_*_*.npz"):
+        _, start, end = p.stem.split("_")
+        found.append((int(start), int(end), p))
+    return sorted(found)
+
+
+def _resume_position(partial: Path, lo: int, hi: int) -> int:
+    """The first index of [lo, hi) not covered by finished chunks that tile [lo, it)."""
+    pos = lo
+    for start, end, _ in _chunks(partial):
+        if start == pos and end <= hi:
+            pos = end
+    return pos
+
+
+def _prepare_partial(partial: Path, job: dict, progress: bool) -> None:
     job_file = partial / "job.json"
     if partial.exists():
         try:
             same = json.loads(job_file.read_text()) == json.loads(json.dumps(job))
         except (OSError, json.JSONDecodeError):
             same = False
-        if not same:  # a different job stopped here earlier: its chunks are not ours
+        if not same:  # another job, or the same source changed since: its chunks are not ours
+            if progress and _chunks(partial):
+                print(f"{partial.parent}: the interrupted job there had other settings or the source has changed "
+                      "since; starting over", file=sys.stderr)
             shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
     if not job_file.exists():
@@ -128,12 +164,16 @@ def _prepare_partial(partial: Path, job: dict) -> None:
 
 
 @torch.inference_mode()
-def _embed_chunk(src, indices, models, runners, wanted, dev, batch_size, path: Path, bar) -> None:
+def _embed_chunk(src, start: int, stop: int, deadline: float, models, runners, wanted, dev, batch_size,
+                 partial: Path, bar) -> int:
+    """Embed images start.. in batches until `stop` or the deadline; write them as one
+    chunk and return where the chunk ended."""
     outputs: dict[str, list[np.ndarray]] = {}
     ok_all, failed_all = [], []
-    idx = list(indices)
-    for b in range(0, len(idx), batch_size):
-        ok, images, failures = read_many(src, idx[b:b + batch_size])
+    end = start
+    while end < stop and (end == start or time.perf_counter() < deadline):
+        batch = list(range(end, min(stop, end + batch_size)))
+        ok, images, failures = read_many(src, batch)
         ok_all += ok
         failed_all += failures
         if images:
@@ -149,18 +189,25 @@ def _embed_chunk(src, indices, models, runners, wanted, dev, batch_size, path: P
                     outputs.setdefault(f"space_{name}", []).append(res["pooled"].float().cpu().numpy())
                 if "patches" in res:
                     outputs.setdefault("patches", []).append(res["patches"].float().cpu().numpy().astype(PATCH_DTYPE))
-        bar.update(len(idx[b:b + batch_size]))
+        end = batch[-1] + 1
+        bar.update(len(batch))
     arrays = {k: np.concatenate(v) for k, v in outputs.items()}
     arrays["index"] = np.asarray(ok_all, dtype=np.int64)
     arrays["failed"] = np.asarray([json.dumps(f) for f in failed_all], dtype=np.str_)
-    with atomic_path(path, ".npz") as tmp:
+    with atomic_path(partial / _chunk_name(start, end), ".npz") as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
+    return end
 
 
-def _assemble(out: Path, partial: Path, chunks, src, models, wanted, job, seconds) -> FeatureStore:
+def _assemble(out: Path, partial: Path, n: int, src, models, wanted, job, seconds) -> FeatureStore:
     """Concatenate the chunks into the store's arrays, streaming through memory maps."""
-    paths = [partial / _chunk_name(start) for start, _ in chunks]
+    chunks = _chunks(partial)
+    ends = [0] + [end for _, end, _ in chunks]
+    if [start for start, _, _ in chunks] != ends[:-1] or ends[-1] != n:
+        raise SealFastError(f"{partial}: the finished chunks do not cover the {n} images exactly; delete the folder "
+                            "and embed again")
+    paths = [p for _, _, p in chunks]
     index_parts, failed = [], []
     for p in paths:
         with np.load(p) as z:
@@ -175,14 +222,12 @@ def _assemble(out: Path, partial: Path, chunks, src, models, wanted, job, second
     keys += ["patches"] if any(w["patches"] for w in wanted.values()) else []
     entries = {}
     for key in keys:
-        with np.load(paths[0]) as z:
-            first = z[key] if key in z.files else None
-        # a chunk whose images all failed has no arrays; find the shape elsewhere
+        first = None  # a chunk whose images all failed has no arrays; find the shape in another
         for p in paths:
-            if first is not None:
-                break
             with np.load(p) as z:
-                first = z[key] if key in z.files else None
+                if key in z.files:
+                    first = z[key]
+                    break
         shape, dtype = (n_ok, *first.shape[1:]), first.dtype
         file = "patches.npy" if key == "patches" else space_file(key[len("space_"):])
         with npy_writer(out / file, shape, dtype) as arr:
@@ -204,11 +249,9 @@ def _assemble(out: Path, partial: Path, chunks, src, models, wanted, job, second
         "n_skipped": len(failed),
         "embed_seconds": round(seconds, 2),
     }
-    if failed:
-        save_index = index  # rows of the store -> indices in the source
+    if failed:  # rows of the store -> indices in the source
         meta["source_index_file"] = "source_index.npy"
-        from .store import save_npy_atomic
-        save_npy_atomic(out / "source_index.npy", save_index)
+        save_npy_atomic(out / "source_index.npy", index)
     return write_store(out, labels=labels, meta=meta, entries=entries)
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .errors import SealFastError
-from .validation import check_labels
+from .validation import UNLABELLED, check_labels
 
 
 def contingency(y_true, y_pred) -> np.ndarray:
@@ -76,14 +76,26 @@ def adjusted_rand_index(y_true, y_pred) -> float:
 
 
 def evaluate(y_true, y_pred) -> dict:
-    """ACC, NMI and ARI in percent, plus N: the dict `seal-fast evaluate` prints."""
-    y_true, y_pred = _pair(y_true, y_pred)
-    return {
+    """ACC, NMI and ARI in percent and the number of rows scored: the dict
+    `seal-fast evaluate` prints. Rows whose true label is -1 (unlabelled) are left
+    out of the scores; "n_unlabelled" says how many there were, when any."""
+    y_true = check_labels(y_true, name="true labels", allow_unlabelled=True)
+    y_pred = check_labels(y_pred, name="predicted labels")
+    if y_true.shape != y_pred.shape:
+        raise SealFastError(f"{y_pred.shape[0]} predictions for {y_true.shape[0]} true labels")
+    labelled = y_true != UNLABELLED
+    if not labelled.any():
+        raise SealFastError("true labels: every row is -1 (unlabelled); nothing to score")
+    y_true, y_pred = y_true[labelled], y_pred[labelled]
+    scores = {
         "acc": round(100.0 * cluster_accuracy(y_true, y_pred), 4),
         "nmi": round(100.0 * normalized_mutual_info(y_true, y_pred), 4),
         "ari": round(100.0 * adjusted_rand_index(y_true, y_pred), 4),
         "n": int(y_true.shape[0]),
     }
+    if not labelled.all():
+        scores["n_unlabelled"] = int((~labelled).sum())
+    return scores
 
 
 def triplet_accuracy(Z, y, n_triplets: int = 10000, seed: int = 0) -> float:

@@ -14,17 +14,14 @@ but is not. Arrays are memory-mapped on read, so N can exceed RAM.
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from .errors import SealFastError
+from .files import atomic_path, npy_writer, save_json_atomic, save_npy_atomic  # noqa: F401  (re-exported)
 
 FORMAT = "seal_fast.features"
 FORMAT_VERSION = 1
@@ -33,66 +30,6 @@ MANIFEST = "manifest.json"
 
 def space_file(name: str) -> str:
     return f"space_{name}.npy"
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
-    """Yield a temporary path next to `path`; rename it onto `path` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def save_npy_atomic(path, array: np.ndarray) -> None:
-    with atomic_path(path, ".npy") as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, np.asarray(array), allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def save_json_atomic(path, obj) -> None:
-    with atomic_path(path, ".json") as tmp:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _json_default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-@contextlib.contextmanager
-def npy_writer(path, shape, dtype) -> Iterator[np.memmap]:
-    """A memory-mapped `.npy` being filled in place; appears at `path` only when complete."""
-    with atomic_path(path, ".npy") as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
-        yield arr
-        arr.flush()
-        del arr
 
 
 class FeatureStore:
@@ -114,21 +51,55 @@ class FeatureStore:
             raise SealFastError(f"{self.path} is not a feature store: {MANIFEST} is missing")
         try:
             self.manifest = json.loads(manifest_path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SealFastError(f"{manifest_path}: unreadable manifest ({exc})") from exc
-        if self.manifest.get("format") != FORMAT:
+        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
             raise SealFastError(f"{manifest_path}: not a seal_fast feature store manifest")
         version = self.manifest.get("format_version")
         if version != FORMAT_VERSION:
             raise SealFastError(
                 f"{manifest_path}: format version {version!r} is not supported (this seal_fast reads "
                 f"version {FORMAT_VERSION}); re-create the store with `seal-fast embed`")
-        self.n = int(self.manifest["n"])
-        self._arrays = self.manifest.get("arrays", {})
+        n = self.manifest.get("n")
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise SealFastError(f"{manifest_path}: 'n' must be a positive integer, got {n!r}; the store is damaged")
+        self.n = n
+        self._arrays = self.manifest.get("arrays")
+        if not isinstance(self._arrays, dict):
+            raise SealFastError(f"{manifest_path}: 'arrays' must be a mapping of name to entry; the store is damaged")
+        # every array is checked now, not after a long fit: a damaged store fails at once
         for key, entry in self._arrays.items():
-            file = self.path / entry["file"]
-            if not file.is_file():
-                raise SealFastError(f"feature store {self.path}: array {key!r} is listed but {file.name} is missing")
+            self._open(key, entry)
+
+    def _open(self, key: str, entry) -> np.ndarray:
+        """The array of manifest entry `key`, memory-mapped, after checking it against the manifest."""
+        where = f"feature store {self.path}: array {key!r}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
+                or not isinstance(entry.get("shape"), list) or not isinstance(entry.get("dtype"), str):
+            raise SealFastError(f"{where}: its manifest entry needs 'file', 'shape' and 'dtype'; the store is damaged")
+        file = self.path / entry["file"]
+        # a manifest names files inside its own store only (no absolute paths, no '..')
+        if Path(entry["file"]).is_absolute() or file.resolve().parent != self.path.resolve():
+            raise SealFastError(f"{where}: file {entry['file']!r} lies outside the store; refused")
+        if not file.is_file():
+            raise SealFastError(f"{where} is listed but {file.name} is missing")
+        try:
+            arr = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            reason = "empty file" if file.stat().st_size == 0 else str(exc).splitlines()[0]
+            raise SealFastError(f"{where}: {file.name} is not a readable .npy array ({reason})") from exc
+        if list(arr.shape) != list(entry["shape"]) or str(arr.dtype) != entry["dtype"]:
+            raise SealFastError(
+                f"{file}: shape {arr.shape}/{arr.dtype} differs from the manifest's "
+                f"{tuple(entry['shape'])}/{entry['dtype']}; the store is damaged")
+        if entry.get("kind") in ("space", "patches", "labels", "text") and (arr.ndim == 0 or arr.shape[0] != self.n):
+            raise SealFastError(f"{where}: {arr.shape[0] if arr.ndim else 0} rows where the manifest says "
+                                f"n={self.n}; the store is damaged")
+        if entry.get("kind") == "space" and not (isinstance(entry.get("name"), str) and arr.ndim == 2):
+            raise SealFastError(f"{where}: a space needs a 'name' and a 2-D array; the store is damaged")
+        if entry.get("kind") == "labels" and (arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer)):
+            raise SealFastError(f"{where}: labels must be a 1-D integer array, got {arr.shape}/{arr.dtype}")
+        return arr
 
     # --- listing -------------------------------------------------------------
     @property
@@ -149,17 +120,7 @@ class FeatureStore:
     def _load(self, key: str, what: str, hint: str = "") -> np.ndarray:
         if key not in self._arrays:
             raise SealFastError(f"feature store {self.path} has no {what}{hint}")
-        entry = self._arrays[key]
-        file = self.path / entry["file"]
-        try:
-            arr = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise SealFastError(f"{file}: unreadable array ({exc})") from exc
-        if list(arr.shape) != list(entry["shape"]) or str(arr.dtype) != entry["dtype"]:
-            raise SealFastError(
-                f"{file}: shape {arr.shape}/{arr.dtype} differs from the manifest's "
-                f"{tuple(entry['shape'])}/{entry['dtype']}; the store is damaged")
-        return arr
+        return self._open(key, self._arrays[key])
 
     def space(self, name: str) -> np.ndarray:
         if f"space_{name}" not in self._arrays:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .cluster.kmeans import kmeans
+from .lloyd import kmeans
 from .errors import SealFastError
 
 WORDNET_NOUNS = os.environ.get("SEAL_FAST_WORDNET", "/usr/share/wordnet/data.noun")

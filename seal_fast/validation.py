@@ -47,12 +47,19 @@ def check_finite(Z, name: str) -> None:
 
 
 def as_spaces(Zs, name: str = "spaces") -> list:
-    """One array or a list of arrays (one per embedding space), all with the same N."""
+    """One array or a list of arrays (one per embedding space), all with the same N.
+    A list whose items are not arrays (e.g. a list of rows) is one 2-D array."""
+    if Zs is None:
+        raise SealFastError(f"{name}: expected an array (N, d) or a list of such arrays, one per space; got None")
     if isinstance(Zs, (np.ndarray, torch.Tensor)):
         Zs = [Zs]
-    Zs = list(Zs)
-    if not Zs:
-        raise SealFastError(f"{name}: no embedding space given")
+    elif isinstance(Zs, (list, tuple)) and Zs and all(isinstance(Z, (np.ndarray, torch.Tensor)) for Z in Zs):
+        Zs = list(Zs)
+    else:
+        try:
+            Zs = [np.asarray(Zs)]
+        except (ValueError, TypeError) as exc:
+            raise SealFastError(f"{name}: not a numeric array ({exc})") from None
     out = [as_feature_matrix(Z, f"{name}[{i}]" if len(Zs) > 1 else name) for i, Z in enumerate(Zs)]
     ns = [Z.shape[0] for Z in out]
     if len(set(ns)) != 1:
@@ -60,22 +67,45 @@ def as_spaces(Zs, name: str = "spaces") -> list:
     return out
 
 
-def check_n_clusters(k, n: int) -> int:
+def check_n_clusters(k, n: int | None = None) -> int:
+    """A whole number of clusters in [2, N] (N unknown yet: just >= 2)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise SealFastError(f"n_clusters must be an integer, got {k!r}")
     k = int(k)
     if k < 2:
         raise SealFastError(f"n_clusters must be at least 2, got {k}")
-    if k > n:
+    if n is not None and k > n:
         raise SealFastError(f"n_clusters={k} exceeds the number of samples N={n}")
     return k
 
 
-def check_positive_int(value, name: str) -> int:
-    """A whole number >= 1 (bools are not numbers here)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise SealFastError(f"{name} must be an integer >= 1, got {value!r}")
+def check_int(value, name: str, low: int = 1, high: int | None = None) -> int:
+    """A whole number in [low, high] (bools are not numbers here)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
+            or (high is not None and value > high)):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise SealFastError(f"{name} must be an integer {bounds}, got {value!r}")
     return int(value)
+
+
+def check_positive_int(value, name: str) -> int:
+    """A whole number >= 1."""
+    return check_int(value, name, 1)
+
+
+def check_float(value, name: str, low: float | None = None, *, above: bool = False) -> float:
+    """A finite real number, >= low (or > low with above=True)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or (low is not None and (value <= low if above else value < low)):
+        bound = "" if low is None else f" {'>' if above else '>='} {low}"
+        raise SealFastError(f"{name} must be a finite number{bound}, got {value!r}")
+    return float(value)
+
+
+def check_bool(value, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise SealFastError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def check_neighbors(n_neighbors, n: int) -> int:
@@ -90,20 +120,33 @@ def check_same_dims(Zs: Sequence, dims: Sequence[int], what: str) -> None:
         raise SealFastError(f"{what}: feature dimensions {got} differ from the fitted ones {list(dims)}")
 
 
-def check_labels(y, n: int | None = None, name: str = "labels") -> np.ndarray:
+UNLABELLED = -1  # in true labels: a row without a class, left out of the scores
+
+
+def check_labels(y, n: int | None = None, name: str = "labels", allow_unlabelled: bool = False) -> np.ndarray:
+    """1-D integer labels >= 0 as int64 (integer-valued floats within int64's range are
+    accepted); with allow_unlabelled, -1 marks a row without a label."""
     y = np.asarray(y)
     if y.ndim != 1:
         raise SealFastError(f"{name}: expected a 1-D array, got shape {y.shape}")
     if y.size == 0:
         raise SealFastError(f"{name}: empty")
+    if np.issubdtype(y.dtype, np.unsignedinteger) and y.size and int(y.max()) > np.iinfo(np.int64).max:
+        raise SealFastError(f"{name}: values beyond the int64 range")
     if not np.issubdtype(y.dtype, np.integer):
-        if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)
-        else:
-            raise SealFastError(f"{name}: expected integer labels, got {y.dtype}")
+        whole = np.issubdtype(y.dtype, np.floating) and bool(np.all(np.isfinite(y))) and bool(np.all(y == np.round(y)))
+        # 2**63 itself is not an int64: compare against it, not against int64's max (rounded up in float)
+        if not whole or float(np.max(np.abs(y))) >= 2.0 ** 63:
+            raise SealFastError(f"{name}: expected integer labels, got {y.dtype} values that are not whole numbers "
+                                "within the int64 range")
+    y = y.astype(np.int64, copy=False)
+    low = UNLABELLED if allow_unlabelled else 0
+    if int(y.min()) < low:
+        what = "-1 (unlabelled) is the only negative value allowed" if allow_unlabelled else "must be >= 0"
+        raise SealFastError(f"{name}: found {int(y.min())}; labels {what}")
     if n is not None and y.shape[0] != n:
         raise SealFastError(f"{name}: {y.shape[0]} labels for {n} samples")
-    return y.astype(np.int64, copy=False)
+    return y
 
 
 def resolve_device(device) -> torch.device:
@@ -119,6 +162,8 @@ def resolve_device(device) -> torch.device:
     return dev
 
 
-def check_restarts(restarts) -> int:
-    """Distillation restarts: a whole number >= 1."""
-    return check_positive_int(restarts, "restarts")
+def check_choice(value, choices, name: str):
+    """One of a fixed set of strings."""
+    if value not in choices:
+        raise SealFastError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

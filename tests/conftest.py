@@ -36,3 +36,20 @@ def digits_lite0(tmp_path_factory):
     digits = open_source("digits")
     subset = ArraySource(np.stack([digits.read(i) for i in range(600)]), digits.labels[:600])
     return embed(subset, tmp_path_factory.mktemp("digits") / "features", progress=False)
+
+
+def skip_without_kernels(device):
+    """Skip a CUDA case when the extension was built without its CUDA kernels."""
+    from seal_fast._extension import cuda_compiled
+
+    if device == "cuda" and not cuda_compiled():
+        pytest.skip("CUDA kernels not compiled")
+
+
+def _ops_built():
+    from seal_fast._extension import compiled_available
+
+    return compiled_available()
+
+
+needs_ops = pytest.mark.skipif(not _ops_built(), reason="compiled ops not built")

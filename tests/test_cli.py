@@ -78,15 +78,17 @@ def _nan_store(tmp_path):
     ("k_large", ["--n-clusters", "1000"], "exceeds"),
     ("space", ["--n-clusters", "3", "--spaces", "zzz"], "no space 'zzz'"),
     ("seal_no_patches", ["--n-clusters", "3", "--method", "seal"], "patch features"),
-    ("epochs_kmeans", ["--n-clusters", "3", "--epochs", "2"], "--epochs applies to seal and satc"),
+    ("epochs_kmeans", ["--n-clusters", "3", "--epochs", "2"], "--epochs applies to seal and satc only"),
     ("restarts_turtle", ["--n-clusters", "3", "--method", "turtle", "--restarts", "2"],
-     "--restarts applies to seal and satc"),
-    ("iterations_satc", ["--n-clusters", "3", "--method", "satc", "--iterations", "5"], "--iterations applies"),
-    ("neighbors_kmeans", ["--n-clusters", "3", "--neighbors", "10"], "--neighbors applies to seal and satc"),
+     "--restarts applies to seal and satc only, not turtle"),
+    ("iterations_satc", ["--n-clusters", "3", "--method", "satc", "--iterations", "5"],
+     "--iterations applies to turtle and seal only"),
+    ("neighbors_kmeans", ["--n-clusters", "3", "--neighbors", "10"], "--n-neighbors applies to seal and satc"),
     ("label_on_turtle", ["--n-clusters", "3", "--method", "turtle", "--label-on", "phi+phi_hat"],
-     "apply to seal only"),
+     "--label-on applies to seal only"),
     ("restart_choice_seal", ["--n-clusters", "3", "--method", "seal", "--restart-choice", "neighbors"],
      "--restart-choice applies to satc only"),
+    ("backend_kmeans", ["--n-clusters", "3", "--backend", "reference"], "--backend applies to turtle, seal and satc only"),
 ])
 def test_cluster_bad_input(capsys, tmp_path, store, case, args, message):
     res = tmp_path / "r.npy"

@@ -6,7 +6,7 @@ from PIL import Image
 
 from seal_fast.data.sources import ArraySource
 from seal_fast.embed import PARTIAL, embed
-from seal_fast.errors import SealFastError
+from seal_fast.errors import Interrupted, SealFastError
 
 
 def _images(n=10, seed=0):
@@ -42,7 +42,7 @@ def test_interrupted_embed_resumes_and_matches(tmp_path):
     imgs, y = _images(12, seed=1)
     src = _Flaky(imgs, y)
     src.stop_at = 9
-    with pytest.raises(SealFastError, match="resume"):
+    with pytest.raises(Interrupted, match="resume"):
         embed(src, tmp_path / "f", batch_size=4, chunk_size=4, progress=False)
     assert not (tmp_path / "f" / "manifest.json").exists()
     assert len(list((tmp_path / "f" / PARTIAL).glob("chunk_*.npz"))) == 2

@@ -4,7 +4,7 @@ import torch
 from sklearn.cluster import KMeans as SKKMeans
 
 from seal_fast import KMeans, load_model
-from seal_fast.cluster.kmeans import kmeans, prepare_spaces
+from seal_fast.lloyd import kmeans, prepare_spaces
 from seal_fast.metrics import cluster_accuracy
 
 from conftest import blobs

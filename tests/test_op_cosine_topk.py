@@ -5,17 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from seal_fast._extension import compiled_available, cuda_compiled
 from seal_fast.ops.cosine_topk import cosine_topk, cosine_topk_reference
 
-from conftest import devices
-
-needs_ops = pytest.mark.skipif(not compiled_available(), reason="compiled ops not built")
-
-
-def _device_ok(device):
-    if device == "cuda" and not cuda_compiled():
-        pytest.skip("CUDA kernels not compiled")
+from conftest import devices, needs_ops, skip_without_kernels
 
 
 @needs_ops
@@ -24,7 +16,7 @@ def _device_ok(device):
                                                (5, 5, 3, 4, True), (130, 70, 128, 70, False),
                                                (1, 400, 7, 1, False)])
 def test_matches_reference_random(device, nq, nr, d, k, exclude):
-    _device_ok(device)
+    skip_without_kernels(device)
     g = torch.Generator().manual_seed(nq + nr + d)
     R = torch.randn(nr, d, generator=g)
     Q = R[:nq].clone() if exclude else torch.randn(nq, d, generator=g)
@@ -41,7 +33,7 @@ def test_matches_reference_random(device, nq, nr, d, k, exclude):
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("exclude", [True, False])
 def test_ties_go_to_the_lower_index(device, exclude):
-    _device_ok(device)
+    skip_without_kernels(device)
     X = torch.randn(40, 6, generator=torch.Generator().manual_seed(0)).repeat(8, 1)  # every row 8 times
     v, i = cosine_topk(X.to(device), X.to(device), 20, exclude, backend="compiled")
     rv, ri = cosine_topk_reference(X, X, 20, exclude)
@@ -74,7 +66,7 @@ def test_self_search_uses_symmetry_without_changing_the_answer(exclude):
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_inputs(device, dtype):
-    _device_ok(device)
+    skip_without_kernels(device)
     X = torch.randn(200, 32, generator=torch.Generator().manual_seed(1)).to(dtype)
     v, i = cosine_topk(X.to(device), X.to(device), 5, True, backend="compiled")
     rv, _ = cosine_topk_reference(X.float(), X.float(), 5, True)

@@ -1,12 +1,9 @@
 import pytest
 import torch
 
-from seal_fast._extension import compiled_available, cuda_compiled
 from seal_fast.ops import soft_cross_entropy, soft_cross_entropy_reference
 
-from conftest import devices
-
-needs_ops = pytest.mark.skipif(not compiled_available(), reason="compiled ops not built")
+from conftest import devices, needs_ops, skip_without_kernels
 
 
 def sample_inputs(device, dtype, B=37, K=11, requires_grad=False, seed=0):
@@ -16,17 +13,12 @@ def sample_inputs(device, dtype, B=37, K=11, requires_grad=False, seed=0):
     return z.requires_grad_(requires_grad), t.requires_grad_(requires_grad)
 
 
-def _device_ok(device):
-    if device == "cuda" and not cuda_compiled():
-        pytest.skip("CUDA kernels not compiled")
-
-
 @needs_ops
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(1, 2), (37, 11), (300, 1000), (0, 4)])
 def test_forward_matches_reference(device, dtype, shape):
-    _device_ok(device)
+    skip_without_kernels(device)
     z, t = sample_inputs(device, dtype, *shape)
     loss, lp = soft_cross_entropy(z, t, backend="compiled")
     ref_loss, ref_lp = soft_cross_entropy_reference(z, t)
@@ -38,7 +30,7 @@ def test_forward_matches_reference(device, dtype, shape):
 @needs_ops
 @pytest.mark.parametrize("device", devices)
 def test_backward_matches_reference(device):
-    _device_ok(device)
+    skip_without_kernels(device)
     z, t = sample_inputs(device, torch.float64, requires_grad=True, seed=1)
     loss, lp = soft_cross_entropy(z, t, backend="compiled")
     w = torch.randn_like(loss)
@@ -54,7 +46,7 @@ def test_backward_matches_reference(device):
 @needs_ops
 @pytest.mark.parametrize("device", devices)
 def test_gradcheck(device):
-    _device_ok(device)
+    skip_without_kernels(device)
     z, t = sample_inputs(device, torch.float64, B=5, K=4, requires_grad=True, seed=2)
     assert torch.autograd.gradcheck(lambda a, b: soft_cross_entropy(a, b, backend="compiled"), (z, t))
 
@@ -62,7 +54,7 @@ def test_gradcheck(device):
 @needs_ops
 @pytest.mark.parametrize("device", devices)
 def test_opcheck(device):
-    _device_ok(device)
+    skip_without_kernels(device)
     z, t = sample_inputs(device, torch.float32, requires_grad=True, seed=3)
     torch.library.opcheck(torch.ops.seal_fast.soft_cross_entropy.default, (z, t))
 

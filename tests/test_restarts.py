@@ -4,8 +4,8 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from seal_fast.distill import (ClusterHead, DistillConfig, Modality, choose_restart, consensus_index,
-                               distill_with_restarts, head_labels, neighbor_agreement, neighbors_of)
+from seal_fast.distillation import (ClusterHead, DistillConfig, Modality, choose_restart, consensus_index,
+                                    distill_with_restarts, head_labels, neighbor_agreement, neighbor_index)
 from seal_fast.errors import SealFastError
 from seal_fast.models.satc import SATC
 from seal_fast.models.seal import SEAL
@@ -28,27 +28,22 @@ def test_restarts_share_neighbours_and_keep_the_consensus_run():
     Z, P, _, _ = three_views(n=300, seed=11)
     visual_in = torch.nn.functional.normalize(torch.from_numpy(Z), dim=1)
     spatial_in = torch.from_numpy(P.mean(1))
-    built = []
-
-    def make(r):
-        g = torch.Generator().manual_seed(100 + r)
-        mods = [Modality("visual", visual_in, ClusterHead(16, 4, generator=g)),
-                Modality("spatial", spatial_in, ClusterHead(12, 4, generator=g))]
-        built.append(mods)
-        return mods
-
+    g = torch.Generator().manual_seed(100)
+    first = [Modality("visual", visual_in, ClusterHead(16, 4, generator=g)),
+             Modality("spatial", spatial_in, ClusterHead(12, 4, generator=g))]
     config = DistillConfig(epochs=2, batch_size=64, min_steps_per_epoch=10)
-    runs = distill_with_restarts(make, [(0, 1, 1.0)], config, restarts=3, seed=0, device="cpu")
-    assert len(built) == 3 and len(runs.seconds) == 3
-    for mods in built[1:]:  # fixed features: neighbour lists computed once
-        assert mods[0].neighbors is built[0][0].neighbors and mods[1].neighbors is built[0][1].neighbors
-    labels = [head_labels(mods[0]).numpy() for mods in built]
+    runs = distill_with_restarts(first, [(0, 1, 1.0)], config, n_clusters=4, restarts=3, seed=0, device="cpu")
+    assert len(runs.runs) == 3 and len(runs.seconds) == 3 and runs.runs[0] is first
+    for mods in runs.runs[1:]:  # fixed features: neighbour lists computed once, fresh heads
+        assert mods[0].neighbor_index is first[0].neighbor_index and mods[1].neighbor_index is first[1].neighbor_index
+        assert mods[0].features is first[0].features and mods[0].head is not first[0].head
+    labels = [head_labels(mods[0]).numpy() for mods in runs.runs]
     nmi = np.array([[normalized_mutual_info_score(x, y) for y in labels] for x in labels])
     scores = (nmi.sum(1) - 1) / 2
     assert runs.chosen == int(np.argmax(scores))
-    assert runs.modalities is built[runs.chosen]
-    assert len(runs.runs) == 3 and all(a is b for a, b in zip(runs.runs, built))
+    assert runs.modalities is runs.runs[runs.chosen]
     np.testing.assert_array_equal(runs.labels.numpy(), labels[runs.chosen])
+    np.testing.assert_array_equal(torch.stack(runs.partitions).numpy(), np.stack(labels))
     np.testing.assert_allclose(runs.agreement, nmi, atol=1e-4)
 
 
@@ -102,7 +97,7 @@ def test_satc_keeps_the_restart_its_rule_scores_highest():
     assert d["restart_choice"] == "neighbors" and len(d["restart_scores"]) == 3
     assert d["restart_kept"] == int(np.argmax(d["restart_scores"]))
     visual = torch.nn.functional.normalize(torch.from_numpy(Z), dim=1)
-    expected = neighbor_agreement(torch.from_numpy(model.labels_), neighbors_of(visual, 50, "reference"))
+    expected = neighbor_agreement(torch.from_numpy(model.labels_), neighbor_index(visual, 50, "reference"))
     assert d["restart_scores"][d["restart_kept"]] == pytest.approx(expected, abs=1e-4)
     consensus = SATC(4, epochs=2, restarts=3, patch_neighbors=4, device="cpu").fit([Z], patches=P)
     c = consensus.fit_details_

@@ -40,12 +40,6 @@ def test_deterministic_with_a_seed():
     np.testing.assert_array_equal(a.transform([Z])[0], b.transform([Z])[0])
 
 
-def test_joint_gat_mode_runs_and_trains_the_gat():
-    Z, P, _, y = three_views(n=200, seed=8)
-    model = SEAL(4, iterations=50, epochs=3, patch_neighbors=4, gat="joint", device="cpu").fit([Z], patches=P)
-    assert model.labels_.shape == (200,)
-
-
 def test_save_load_predict(tmp_path):
     Z, P, _, _ = three_views(n=200, seed=9)
     model = SEAL(4, iterations=30, epochs=2, patch_neighbors=4, device="cpu").fit([Z], patches=P)
@@ -58,7 +52,8 @@ def test_save_load_predict(tmp_path):
 def test_labeling_on_phi_and_every_restarts_phi_hat():
     """label_on / label_restarts: the labeling is TURTLE's on exactly the spaces they name."""
     import torch
-    from seal_fast.cluster.labeling import human_labeling
+    from seal_fast.distillation import spatially_aware_embedding
+    from seal_fast.labeling import LabelingConfig, human_labeling
 
     Z, P, _, _ = three_views(n=200, seed=10)
     Z2 = (Z @ np.random.default_rng(1).normal(size=(16, 8))).astype(np.float32)
@@ -70,8 +65,10 @@ def test_labeling_on_phi_and_every_restarts_phi_hat():
     spaces = []
     for X, heads in zip([Z, Z2], model.label_heads_):
         X = torch.from_numpy(X)
-        spaces += [X] + [SEAL._embed(h, X) for h in heads]
-    again = human_labeling(spaces, 4, model.labeling_config(), seed=model.seed)
+        spaces += [X] + [spatially_aware_embedding(h, X) for h in heads]
+    np.testing.assert_allclose(np.concatenate(model.labeling_spaces([Z, Z2]), 1), torch.cat(spaces, 1).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    again = human_labeling(spaces, 4, LabelingConfig(iterations=40), seed=model.seed)
     np.testing.assert_array_equal(again.encoder.predict_proba(spaces).argmax(1).numpy(), model.labels_)
     np.testing.assert_array_equal(model.predict([Z, Z2]), model.labels_)
 

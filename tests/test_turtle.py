@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seal_fast import TURTLE, load_model
-from seal_fast.cluster.labeling import LabelingConfig, TaskEncoder, init_inner, outer_loss
+from seal_fast.labeling import LabelingConfig, TaskEncoder, init_inner, outer_loss
 from seal_fast.metrics import cluster_accuracy
 
 from conftest import blobs

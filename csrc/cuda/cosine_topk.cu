@@ -1,13 +1,17 @@
 // CUDA implementation of seal_fast::cosine_topk.
 //
-// The similarity GEMM runs tile by tile through cuBLAS (float32 inputs: an FP32
-// GEMM; float16/bfloat16 inputs: tensor cores with float32 output), so at most
+// Rows are L2-normalised in float32 (whatever the input dtype, as the CPU kernel
+// and the reference do), and the similarity GEMM runs tile by tile through
+// cuBLAS in exact FP32: TF32 is switched off for these products whatever the
+// global setting, so scores and the order of near-ties match the CPU. At most
 // one kQueryChunk x kRefChunk tile of scores exists at a time. After each tile a
 // merge kernel (one warp per query row) folds the tile into the row's running
 // top-k list, kept sorted in global memory. Candidates are visited in
 // increasing index order and enter only on a strictly better score, so ties go
-// to the lower index, as on the CPU.
+// to the lower index, as on the CPU. Any candidate beats an unfilled slot, so no
+// placeholder index is ever returned (a NaN score counts as the worst score).
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -22,9 +26,15 @@ namespace {
 constexpr int64_t kQueryChunk = 4096;
 constexpr int64_t kRefChunk = 8192;
 constexpr int kMergeWarps = 4;
-constexpr int kMaxK = 1024;
+constexpr int64_t kEmpty = std::numeric_limits<int64_t>::max();  // index of an unfilled slot
 
+// (v, i) ranks above (w, j): a real candidate always beats an unfilled slot; then
+// the higher score wins (NaN counts as -inf), and on equal scores the lower index.
 __device__ __forceinline__ bool better(float v, int64_t i, float w, int64_t j) {
+  if (j == kEmpty) return i != kEmpty;
+  if (i == kEmpty) return false;
+  v = isnan(v) ? -INFINITY : v;
+  w = isnan(w) ? -INFINITY : w;
   return v > w || (v == w && i < j);
 }
 
@@ -84,28 +94,27 @@ __global__ void merge_topk_kernel(const float* __restrict__ S, int64_t rows, int
   }
 }
 
+// float32 rows of unit length, as the CPU kernel makes them (half inputs are not
+// rounded back: the products below are exact float32 products of these rows)
 at::Tensor normalized(const at::Tensor& X) {
-  const auto x = X.to(at::kFloat);
-  const auto n = x / x.norm(2, 1, true).clamp_min(1e-12);
-  return (X.scalar_type() == at::kHalf || X.scalar_type() == at::kBFloat16) ? n.to(X.scalar_type()).contiguous()
-                                                                              : n.contiguous();
+  const auto x = X.to(at::kFloat).contiguous();
+  return (x / x.norm(2, 1, true).clamp_min(1e-12)).contiguous();
 }
 
 std::tuple<at::Tensor, at::Tensor> cosine_topk_cuda(const at::Tensor& Q_in, const at::Tensor& R_in, int64_t k,
                                                     bool exclude_self) {
-  TORCH_CHECK(Q_in.is_cuda() && R_in.is_cuda(), "cosine_topk_cuda: expected CUDA tensors");
+  TORCH_CHECK(Q_in.is_cuda() && R_in.device() == Q_in.device(), "cosine_topk_cuda: Q and R must be on one CUDA device");
   TORCH_CHECK(Q_in.dim() == 2 && R_in.dim() == 2 && Q_in.size(1) == R_in.size(1),
               "cosine_topk: Q and R must be (Nq, d) and (Nr, d)");
   TORCH_CHECK(Q_in.scalar_type() == R_in.scalar_type(), "cosine_topk: Q and R must share a dtype");
   const int64_t nq = Q_in.size(0), nr = R_in.size(0);
   const int64_t available = exclude_self ? nr - 1 : nr;
   TORCH_CHECK(k >= 1 && k <= available, "cosine_topk: k=", k, " must be in [1, ", available, "]");
-  TORCH_CHECK(k <= kMaxK, "cosine_topk_cuda: k <= ", kMaxK, " (use backend='reference' for more)");
   const c10::cuda::CUDAGuard guard(Q_in.device());
   const auto Q = normalized(Q_in), R = normalized(R_in);
-  const bool half = Q.scalar_type() != at::kFloat;
-  auto values = at::full({nq, k}, -std::numeric_limits<float>::infinity(), Q.options().dtype(at::kFloat));
-  auto indices = at::full({nq, k}, std::numeric_limits<int64_t>::max(), Q.options().dtype(at::kLong));
+  const at::NoTF32Guard exact_fp32;  // these GEMMs ignore torch.backends.cuda.matmul.allow_tf32
+  auto values = at::full({nq, k}, -std::numeric_limits<float>::infinity(), Q.options());
+  auto indices = at::full({nq, k}, kEmpty, Q.options().dtype(at::kLong));
   auto S = at::empty({std::min(kQueryChunk, nq), std::min(kRefChunk, nr)}, Q.options().dtype(at::kFloat));
   const auto stream = c10::cuda::getCurrentCUDAStream();
   for (int64_t q0 = 0; q0 < nq; q0 += kQueryChunk) {
@@ -114,11 +123,7 @@ std::tuple<at::Tensor, at::Tensor> cosine_topk_cuda(const at::Tensor& Q_in, cons
     for (int64_t r0 = 0; r0 < nr; r0 += kRefChunk) {
       const int64_t cols = std::min(kRefChunk, nr - r0);
       auto out = S.view({-1}).narrow(0, 0, rows * cols).view({rows, cols});  // contiguous scratch
-      if (half) {
-        at::mm_out(out, Qc, R.narrow(0, r0, cols).t(), at::kFloat);
-      } else {
-        at::mm_out(out, Qc, R.narrow(0, r0, cols).t());
-      }
+      at::mm_out(out, Qc, R.narrow(0, r0, cols).t());
       merge_topk_kernel<<<cuda::ceil_div(rows, kMergeWarps), kMergeWarps * 32, 0, stream>>>(
           out.data_ptr<float>(), rows, cols, q0, r0, k, exclude_self, values.data_ptr<float>(),
           indices.data_ptr<int64_t>());

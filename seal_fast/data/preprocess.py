@@ -35,7 +35,8 @@ class Preprocessing:
             batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
             x = self._resize_crop(batch)
         else:
-            x = torch.cat([self._resize_crop(torch.from_numpy(im).permute(2, 0, 1)[None]) for im in images])
+            # np.array copies: decoded images are read-only views that torch would warn about
+            x = torch.cat([self._resize_crop(torch.from_numpy(np.array(im)).permute(2, 0, 1)[None]) for im in images])
         mean = torch.tensor(self.mean).view(1, 3, 1, 1)
         std = torch.tensor(self.std).view(1, 3, 1, 1)
         return (x - mean) / std

@@ -7,8 +7,11 @@ no backbone ever sees a channel count it does not expect.
 from __future__ import annotations
 
 import abc
+import contextlib
 import gzip
+import hashlib
 import os
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -65,6 +68,11 @@ class ImageSource(abc.ABC):
     def name_of(self, index: int) -> str:
         return f"#{index}"
 
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """A hash that changes when the images change (an interrupted embed resumes only
+        on the same fingerprint)."""
+
 
 class ArraySource(ImageSource):
     """Images already in memory: (N, H, W), (N, H, W, 1|3|4) uint8."""
@@ -77,6 +85,8 @@ class ArraySource(ImageSource):
             raise SealFastError(f"images must be uint8 (0-255); got {images.dtype}")
         if images.shape[0] == 0:
             raise SealFastError("no images (N = 0)")
+        if images.shape[1] == 0 or images.shape[2] == 0:
+            raise SealFastError(f"images have a zero-size axis: shape {images.shape}")
         self.images = images
         if labels is not None:
             labels = np.asarray(labels)
@@ -94,6 +104,13 @@ class ArraySource(ImageSource):
 
     def read(self, index):
         return to_rgb(self.images[index])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(repr((self.images.shape, str(self.images.dtype))).encode())
+        h.update(np.ascontiguousarray(self.images).data)
+        if self.labels is not None:
+            h.update(np.ascontiguousarray(self.labels).data)
+        return h.hexdigest()
 
 
 class FolderSource(ImageSource):
@@ -136,22 +153,72 @@ class FolderSource(ImageSource):
     def name_of(self, index):
         return str(self.files[index].relative_to(self.root))
 
+    def fingerprint(self, samples: int = 64, sample_bytes: int = 1 << 16) -> str:
+        """Every file's name, size and modification time, and the first bytes of an
+        evenly spaced sample of files (cheap for a million files, and an edit that
+        keeps size and time is still likely to touch a sampled header)."""
+        h = hashlib.sha256()
+        for i, path in enumerate(self.files):
+            st = path.stat()
+            h.update(f"{self.name_of(i)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        for i in np.linspace(0, len(self.files) - 1, min(samples, len(self.files))).astype(int):
+            with open(self.files[i], "rb") as f:
+                h.update(f.read(sample_bytes))
+        return h.hexdigest()
+
     def read(self, index):
         from PIL import Image, UnidentifiedImageError
 
         path = self.files[index]
         try:
             with Image.open(path) as im:
-                im.load()  # decode now: truncated files fail here, not later
-                if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                    arr = np.asarray(im.convert("RGBA"))
-                elif im.mode in ("L", "I", "I;16", "F", "1"):
-                    arr = np.asarray(im.convert("L"))
-                else:
-                    arr = np.asarray(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+                arr = _decode(im)
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise UnreadableImage(f"{self.name_of(index)}: {exc}") from exc
         return to_rgb(arr)
+
+
+# No backbone looks at more than ~520 px; decoding is capped well above that so that
+# one huge photo cannot cost gigabytes (a 9000 x 9000 PNG is 240 MB as RGB bytes).
+MAX_SIDE = 2048
+
+
+def _decode(im) -> np.ndarray:
+    """A PIL image -> (H, W) or (H, W, 3|4) uint8, shrunk so its shorter side is at most MAX_SIDE."""
+    from PIL import Image
+
+    if im.format == "JPEG":  # JPEG can decode at 1/2, 1/4, 1/8 scale directly
+        im.draft(im.mode, (max(1, im.width * MAX_SIDE // min(im.size)), max(1, im.height * MAX_SIDE // min(im.size))))
+    im.load()  # decode now: truncated files fail here, not later
+    factor = -(-min(im.size) // MAX_SIDE)  # the smallest whole factor that brings the shorter side to MAX_SIDE
+    if factor >= 2:
+        im = im.reduce(factor)  # box filter: averages, so no aliasing
+    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+        return np.asarray(im.convert("RGBA"))
+    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return _to_uint8(np.asarray(im))
+    if im.mode in ("L", "1"):
+        return np.asarray(im.convert("L"))
+    return np.asarray(im.convert("RGB"))
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Grey images of more than 8 bits -> 8 bits. 16-bit (and 32-bit integer images
+    whose values fit in 16 bits) are scaled by 255/65535; float images in [0, 1] by
+    255; anything else by its own minimum and maximum."""
+    a = arr.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.any():
+        raise UnreadableImage("no finite pixel values")
+    a = np.where(finite, a, 0.0)
+    lo, hi = float(a.min()), float(a.max())
+    if np.issubdtype(arr.dtype, np.integer) and lo >= 0 and hi <= 65535:
+        scaled = a * (255.0 / 65535.0)
+    elif np.issubdtype(arr.dtype, np.floating) and lo >= 0 and hi <= 1:
+        scaled = a * 255.0
+    else:
+        scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -163,17 +230,57 @@ def _image_files(folder: Path) -> list[Path]:
     return out
 
 
-def load_npz(path) -> ArraySource:
+@contextlib.contextmanager
+def open_npz(path):
+    """The arrays of a .npz archive as a read-only mapping, with a one-line reason for
+    every way the file can be wrong (empty, not a zip, damaged, object arrays)."""
     path = Path(path)
+    if not path.is_file():
+        raise SealFastError(f"{path} does not exist")
+    if path.stat().st_size == 0:
+        raise SealFastError(f"{path}: empty file, not a .npz archive")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":  # numpy would guess a pickle and say so: name what the file is not instead
+        raise SealFastError(f"{path}: not a readable .npz archive (a zip of .npy arrays); it does not start "
+                            "like a zip file")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise SealFastError(f"{path}: not a readable .npz file ({exc})") from exc
-    if "images" not in data.files:
-        raise SealFastError(f"{path}: no 'images' array (it has {data.files})")
-    labels = data["labels"] if "labels" in data.files else None
-    return ArraySource(data["images"], labels,
-                       description={"kind": "npz", "path": str(path.resolve())})
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise SealFastError(f"{path}: not a readable .npz archive (a zip of .npy arrays): "
+                            f"{str(exc).splitlines()[0]}") from exc
+    with data:
+        yield _NpzMembers(data, path)
+
+
+class _NpzMembers:
+    def __init__(self, data, path: Path):
+        self.data, self.path = data, path
+
+    def __iter__(self):
+        return iter(self.data.files)
+
+    def __contains__(self, key):
+        return key in self.data.files
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        try:
+            return self.data[key]
+        except Exception as exc:  # zip, zlib and numpy errors of a damaged member; object arrays
+            if "allow_pickle" in str(exc):
+                raise SealFastError(f"{self.path}: array {key!r} holds Python objects (pickled data), which are "
+                                    "never loaded; save plain numeric arrays") from exc
+            raise SealFastError(f"{self.path}: array {key!r} is damaged ({str(exc).splitlines()[0]})") from exc
+
+
+def load_npz(path) -> ArraySource:
+    path = Path(path)
+    with open_npz(path) as members:
+        if "images" not in members:
+            raise SealFastError(f"{path}: no 'images' array (it has {list(members)})")
+        images = members["images"]
+        labels = members["labels"] if "labels" in members else None
+    return ArraySource(images, labels, description={"kind": "npz", "path": str(path.resolve())})
 
 
 def load_digits_source() -> ArraySource:

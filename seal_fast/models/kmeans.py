@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import time
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 import torch
 
-from ..cluster.kmeans import assign, kmeans, prepare_spaces
+from ..lloyd import assign, kmeans, prepare_spaces
 from ..validation import check_n_clusters
 from .base import ClusterEstimator, register, to_tensors
 
 
 @register
+@dataclass(eq=False, repr=False)
 class KMeans(ClusterEstimator):
     """K-Means on L2-normalised, concatenated spaces (TURTLE's baseline convention).
 
@@ -38,15 +40,11 @@ class KMeans(ClusterEstimator):
 
     method = "kmeans"
 
-    def __init__(self, n_clusters: int, *, n_init: int = 10, max_iter: int = 300, tol: float = 1e-4,
-                 seed: int = 0, device="auto", verbose: bool = False):
-        self.n_clusters = n_clusters
-        self.n_init = n_init
-        self.max_iter = max_iter
-        self.tol = tol
-        self.seed = seed
-        self.device = device
-        self.verbose = verbose
+    n_clusters: int
+    _: KW_ONLY
+    n_init: int = 10
+    max_iter: int = 300
+    tol: float = 1e-4
 
     def fit(self, Zs, **_ignored):
         Zs = self._check_fit_input(Zs)

@@ -2,21 +2,23 @@
 from __future__ import annotations
 
 import time
+from dataclasses import KW_ONLY, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..distill import RESTART_CHOICES, ClusterHead, DistillConfig, Modality, distill_with_restarts
+from ..distillation import (RESTART_CHOICES, ClusterHead, Modality, distill_with_restarts, head_from_state,
+                            visual_and_spatial)
 from ..errors import SealFastError
 from ..text import textual_compactness
-from ..validation import as_feature_matrix, check_n_clusters, check_restarts, check_neighbors
-from .base import ClusterEstimator, register, to_tensors
-from .seal import require_patches, restart_modalities, visual_and_spatial
+from ..validation import as_feature_matrix
+from .base import SpatialDistillation, cpu_state, register, to_tensors
 
 
 @register
-class SATC(ClusterEstimator):
+@dataclass(eq=False, repr=False)
+class SATC(SpatialDistillation):
     """SATC (paper Algorithm 1) on one visual space.
 
     Visual, spatial (frozen GAT over the patch graph, as the paper's Algorithm 1
@@ -38,16 +40,14 @@ class SATC(ClusterEstimator):
     patience : int, default 10
     batch_size, temperature, consistency_weight, entropy_weight, level :
         Distillation (SATC: 512, 0.5, lambda1 = 1, lambda2 = 5, "instance").
-        The default temperature here is 1.0, not the paper's 0.5: on
-        Fashion-MNIST Lite0 features (10k test split) the visual head reached
-        63.7 mean ACC at 0.5 and 68.9 at 1.0 over the same four seeds (README).
+        The default temperature here is 1.0, not the paper's 0.5 (measured in
+        the README's experiment log).
     n_neighbors : int, default 50
         Cross-modal neighbours per sample (the paper's 50; all N-1 others when fewer).
     restarts : int, default 5
         Distillation restarts, one of which is kept (`restart_choice`). 1 = a single run.
-        Five, not SEAL's three: SATC answers with one restart's head, and on
-        Fashion-MNIST (60k, six seeds) the kept restart of five reached 69.2 mean
-        ACC where a single restart averages 66.0 (README).
+        Five, not SEAL's three: SATC answers with one restart's head, so it has
+        only the choice between restarts to escape a weak optimum.
     restart_choice : "consensus" or "neighbors", default "consensus"
         consensus: the restart whose visual-head partition is closest, in mean
         NMI, to the other restarts'. neighbors: the restart whose partition keeps
@@ -60,89 +60,65 @@ class SATC(ClusterEstimator):
     Attributes
     ----------
     labels_, head_ (the visual head), text_compactness_ (tau or None),
-    text_used_ (bool), fit_details_
+    text_used_ (bool), restart_labels_ (every restart's visual-head partition,
+    (R, N)), fit_details_
     """
 
     method = "satc"
+    accepts = ("patches", "text")
+    choices = {**SpatialDistillation.choices, "restart_choice": RESTART_CHOICES}
 
-    def __init__(self, n_clusters: int, *, epochs: int = 200, patience: int = 10, min_delta: float = 1e-4,
-                 batch_size: int = 512, temperature: float = 1.0, consistency_weight: float = 1.0,
-                 entropy_weight: float = 5.0, n_neighbors: int = 50, min_steps_per_epoch: int = 100,
-                 restarts: int = 5, restart_choice: str = "consensus", level: str = "instance",
-                 text_threshold: float = 0.33, spatial_dim: int = 0, patch_neighbors: int = 8, seed: int = 0,
-                 device="auto", backend: str = "auto", verbose: bool = False):
-        self.n_clusters = n_clusters
-        self.epochs = epochs
-        self.patience = patience
-        self.min_delta = min_delta
-        self.batch_size = batch_size
-        self.temperature = temperature
-        self.consistency_weight = consistency_weight
-        self.entropy_weight = entropy_weight
-        self.n_neighbors = n_neighbors
-        self.min_steps_per_epoch = min_steps_per_epoch
-        self.restarts = restarts
-        self.restart_choice = restart_choice
-        self.level = level
-        self.text_threshold = text_threshold
-        self.spatial_dim = spatial_dim
-        self.patch_neighbors = patch_neighbors
-        self.seed = seed
-        self.device = device
-        self.backend = backend
-        self.verbose = verbose
-
-    def distill_config(self, n_neighbors: int) -> DistillConfig:
-        return DistillConfig(epochs=self.epochs, batch_size=self.batch_size, temperature=self.temperature,
-                             entropy_weight=self.entropy_weight, consistency_weight=self.consistency_weight,
-                             n_neighbors=n_neighbors, level=self.level,
-                             min_steps_per_epoch=self.min_steps_per_epoch, patience=self.patience,
-                             min_delta=self.min_delta)
+    n_clusters: int
+    _: KW_ONLY
+    epochs: int = 200
+    restarts: int = 5
+    patience: int = 10
+    min_delta: float = 1e-4
+    consistency_weight: float = 1.0
+    restart_choice: str = "consensus"
+    text_threshold: float = 0.33
 
     def fit(self, Zs, patches=None, text=None):
         Zs = self._check_fit_input(Zs)
         if len(Zs) != 1:
             raise SealFastError(f"SATC uses one visual space, got {len(Zs)}; choose one (e.g. --spaces NAME)")
         n = Zs[0].shape[0]
-        k = check_n_clusters(self.n_clusters, n)
-        P = require_patches(patches, n, self.patch_neighbors, "SATC", call="fit(Zs, patches=P, text=T)")
-        check_restarts(self.restarts)
-        if self.restart_choice not in RESTART_CHOICES:
-            raise SealFastError(f"restart_choice must be one of {RESTART_CHOICES}, got {self.restart_choice!r}")
-        n_neighbors = check_neighbors(self.n_neighbors, n)
+        n_clusters, P, config = self._check_distillation_input(Zs, patches)
         device = self._device()
-        cpu_gen = torch.Generator().manual_seed(self.seed)
+        generator = torch.Generator().manual_seed(self.seed)
         t0 = time.perf_counter()
         Z = to_tensors(Zs, device)[0]
-        visual, spatial = visual_and_spatial(Z, P, k, spatial_dim=self.spatial_dim,
-                                             patch_neighbors=self.patch_neighbors, backend=self.backend,
-                                             generator=cpu_gen, device=device)
-        modalities, pairs = [visual, spatial], [(0, 1, 1.0)]
+        modalities = visual_and_spatial(Z, P, n_clusters, spatial_dim=self.spatial_dim,
+                                        patch_neighbors=self.patch_neighbors, backend=self.backend,
+                                        generator=generator, device=device)
+        pairs = [(0, 1, 1.0)]
         self.text_compactness_ = None
         self.text_used_ = False
         if text is not None:
             text = as_feature_matrix(text, "text features")
             if text.shape[0] != n:
                 raise SealFastError(f"text features: {text.shape[0]} rows for {n} samples")
-            self.text_compactness_ = textual_compactness(text, k, seed=self.seed)
+            self.text_compactness_ = textual_compactness(text, n_clusters, seed=self.seed)
             self.text_used_ = self.text_compactness_ > self.text_threshold
             if self.text_used_:
                 T = F.normalize(to_tensors([text], device)[0], dim=1)
-                modalities.append(Modality("text", T, ClusterHead(T.shape[1], k, generator=cpu_gen).to(device)))
+                modalities.append(Modality("text", T, ClusterHead(T.shape[1], n_clusters,
+                                                                  generator=generator).to(device)))
                 pairs += [(2, 1, 1.0), (0, 2, 1.0)]  # textual-spatial, visual-textual
         t_prep = time.perf_counter() - t0
-        runs = distill_with_restarts(lambda r: restart_modalities(modalities, r, k, self.seed, device), pairs,
-                                     self.distill_config(n_neighbors), restarts=self.restarts, seed=self.seed,
+        runs = distill_with_restarts(modalities, pairs, config,
+                                     n_clusters=n_clusters, restarts=self.restarts, seed=self.seed,
                                      choice=self.restart_choice, device=device, backend=self.backend,
                                      progress=self.verbose, desc="SATC distill")
         result = runs.result
         self.head_ = runs.modalities[0].head
         self.feature_dims_ = [Z.shape[1]]
         self.labels_ = runs.labels.cpu().numpy().astype(np.int64)  # the visual head's argmax
+        self.restart_labels_ = torch.stack(runs.partitions).cpu().numpy().astype(np.int64)
         self.fit_details_ = {
             "text_compactness": self.text_compactness_, "text_threshold": self.text_threshold,
             "text_used": self.text_used_, "modalities": [m.name for m in modalities],
-            "n_neighbors": n_neighbors,
+            "n_neighbors": config.n_neighbors,
             "prepare_s": round(t_prep, 3), "distill_s": round(result.seconds, 3),
             "neighbor_s": round(result.neighbor_seconds, 3), "epochs_run": len(result.losses),
             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
@@ -167,15 +143,13 @@ class SATC(ClusterEstimator):
         return self.predict_proba(Zs).argmax(1).astype(np.int64)
 
     def _state(self):
-        return {**super()._state(), "head": {k: v.cpu() for k, v in self.head_.state_dict().items()},
+        return {**super()._state(), "head": cpu_state(self.head_),
                 "labels_": torch.from_numpy(self.labels_),
                 "text_compactness_": self.text_compactness_, "text_used_": self.text_used_}
 
     def _set_state(self, state):
         super()._set_state(state)
-        self.head_ = ClusterHead(self.feature_dims_[0], self.n_clusters)
-        self.head_.load_state_dict(state["head"])
-        self.head_.eval()
+        self.head_ = head_from_state(state["head"], self.feature_dims_[0], self.n_clusters)
         self.labels_ = state["labels_"].numpy()
         self.text_compactness_ = state["text_compactness_"]
         self.text_used_ = state["text_used_"]

@@ -1,15 +1,19 @@
 """TURTLE: human labeling directly on the foundation-model embeddings."""
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
+
 import numpy as np
 import torch
 
-from ..cluster.labeling import LabelingConfig, TaskEncoder, human_labeling
+from ..labeling import LabelingConfig, TaskEncoder, human_labeling
+from ..ops import BACKENDS
 from ..validation import check_n_clusters
 from .base import ClusterEstimator, register, to_tensors
 
 
 @register
+@dataclass(eq=False, repr=False)
 class TURTLE(ClusterEstimator):
     """TURTLE (Gadetsky et al., 2024) on one or several embedding spaces.
 
@@ -17,7 +21,12 @@ class TURTLE(ClusterEstimator):
     ----------
     n_clusters : int
     iterations : int, default 6000
-        Outer iterations T.
+        Outer iterations T (at most, with the stopping rule).
+    stop_tol, stop_window, stop_patience : float, int, int, default 0.0, 100, 3
+        Label-free stopping: every `stop_window` iterations the labels of a fixed
+        probe subset of 5,000 rows are compared with the last window's; the search
+        stops once at most a `stop_tol` share changed in `stop_patience` windows in
+        a row. 0 runs all `iterations`.
     inner_steps : int, default 10
         Adam steps M of the inner linear classifiers (cold start each iteration).
     gamma : float, default 10
@@ -35,6 +44,8 @@ class TURTLE(ClusterEstimator):
     ----------
     labels_ : (N,) int64
     encoder_ : the fitted TaskEncoder
+    n_iter_ : outer iterations run
+    labeling_trace_ : per window (iterations, share of probe labels changed, mean objective)
     fit_seconds_, seconds_per_iteration_
 
     Examples
@@ -44,38 +55,34 @@ class TURTLE(ClusterEstimator):
     """
 
     method = "turtle"
+    choices = {"backend": BACKENDS}
 
-    def __init__(self, n_clusters: int, *, iterations: int = 6000, inner_steps: int = 10, gamma: float = 10.0,
-                 batch_size: int = 10000, inner_lr: float = 1e-3, outer_lr: float = 1e-3, exact: bool = False,
-                 seed: int = 0, device="auto", backend: str = "auto", verbose: bool = False):
-        self.n_clusters = n_clusters
-        self.iterations = iterations
-        self.inner_steps = inner_steps
-        self.gamma = gamma
-        self.batch_size = batch_size
-        self.inner_lr = inner_lr
-        self.outer_lr = outer_lr
-        self.exact = exact
-        self.seed = seed
-        self.device = device
-        self.backend = backend
-        self.verbose = verbose
-
-    def labeling_config(self) -> LabelingConfig:
-        return LabelingConfig(iterations=self.iterations, inner_steps=self.inner_steps, gamma=self.gamma,
-                              batch_size=self.batch_size, inner_lr=self.inner_lr, outer_lr=self.outer_lr,
-                              exact=self.exact)
+    n_clusters: int
+    _: KW_ONLY
+    iterations: int = 6000
+    stop_tol: float = 0.0
+    stop_window: int = 100
+    stop_patience: int = 3
+    inner_steps: int = 10
+    gamma: float = 10.0
+    batch_size: int = 10000
+    inner_lr: float = 1e-3
+    outer_lr: float = 1e-3
+    exact: bool = False
+    backend: str = "auto"
 
     def fit(self, Zs, **_ignored):
         Zs = self._check_fit_input(Zs)
         k = check_n_clusters(self.n_clusters, Zs[0].shape[0])
         device = self._device()
         X = to_tensors(Zs, device)
-        result = human_labeling(X, k, self.labeling_config(), seed=self.seed, backend=self.backend,
+        result = human_labeling(X, k, self._config(LabelingConfig), seed=self.seed, backend=self.backend,
                                 progress=self.verbose, desc="TURTLE")
         self.encoder_ = result.encoder
         self.feature_dims_ = [Z.shape[1] for Z in Zs]
         self.labels_ = self.encoder_.predict_proba(X).argmax(1).cpu().numpy().astype(np.int64)
+        self.n_iter_ = result.iterations
+        self.labeling_trace_ = result.trace
         self.fit_seconds_ = result.seconds
         self.seconds_per_iteration_ = result.seconds_per_iteration
         self.final_pred_error_ = result.pred_error

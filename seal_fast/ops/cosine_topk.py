@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .._extension import compiled_available
-from ._backend import pick
+from ._backend import check_finite_rows, check_one_device, pick
 
 
 def cosine_topk_reference(Q: torch.Tensor, R: torch.Tensor, k: int, exclude_self: bool = False,
@@ -39,6 +39,11 @@ def _check(Q, R, k, exclude_self):
                          f"{' (self excluded)' if exclude_self else ''}")
     if exclude_self and Q.shape[0] > R.shape[0]:
         raise ValueError("exclude_self needs Q's rows to be R's first rows")
+    check_one_device("cosine_topk", Q=Q, R=R)
+    # a NaN row has no neighbours by cosine: refuse it rather than return arbitrary ones
+    check_finite_rows("cosine_topk", "Q", Q)
+    if R is not Q:
+        check_finite_rows("cosine_topk", "R", R)
 
 
 def cosine_topk(Q, R, k: int, exclude_self: bool = False, *, backend: str = "auto"):
@@ -52,10 +57,13 @@ def cosine_topk(Q, R, k: int, exclude_self: bool = False, *, backend: str = "aut
 
     Returns:
         ``(values, indices)``, both (Nq, k), best first; ties go to the lower
-        index. Values are float32 whatever the input dtype. The compiled kernels
-        never allocate the Nq x Nr matrix (memory O(Nq k)). On CPU, passing the
-        same tensor as Q and R (a self-search) lets the kernel multiply only the
-        upper triangle of the similarity tiles. Not differentiable.
+        index. Values are float32 whatever the input dtype: rows are normalised
+        in float32 and multiplied in exact float32 (no TF32 on GPUs, whatever
+        torch's matmul precision setting), so every backend ranks near-ties
+        alike. The compiled kernels never allocate the Nq x Nr matrix (memory
+        O(Nq k)). On CPU, passing the same tensor as Q and R (a self-search)
+        lets the kernel multiply only the upper triangle of the similarity
+        tiles. Not differentiable. Rows holding NaN or inf are refused.
 
     Example:
         >>> X = torch.randn(1000, 64)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .._extension import compiled_available
-from ._backend import pick
+from ._backend import check_one_device, pick
 
 
 def patch_gat_reference(X: torch.Tensor, W: torch.Tensor, att_src: torch.Tensor, att_dst: torch.Tensor,
@@ -38,18 +38,6 @@ def patch_gat_reference(X: torch.Tensor, W: torch.Tensor, att_src: torch.Tensor,
     return out.mean(dim=1) if pool else out
 
 
-def patch_knn_reference(P: torch.Tensor, k: int) -> torch.Tensor:
-    """Oracle of `patch_knn`: (B, M, k + 1) = each node first, then its k most
-    cosine-similar other patches of the same image (ties: lower index first)."""
-    B, M, _ = P.shape
-    Pn = F.normalize(P.float(), dim=2)
-    sim = Pn @ Pn.transpose(1, 2)
-    sim = sim.masked_fill(torch.eye(M, dtype=torch.bool, device=P.device), float("-inf"))
-    others = torch.sort(sim, dim=2, descending=True, stable=True).indices[:, :, :k]
-    self_idx = torch.arange(M, device=P.device).view(1, M, 1).expand(B, M, 1)
-    return torch.cat([self_idx, others], dim=2).contiguous()
-
-
 def _check(X, W, att_src, att_dst, nbr):
     if X.dim() != 3:
         raise ValueError(f"X must be (B, M, c), got {tuple(X.shape)}")
@@ -60,6 +48,26 @@ def _check(X, W, att_src, att_dst, nbr):
     if nbr.dim() != 3 or nbr.shape[:2] != X.shape[:2] or nbr.dtype != torch.int64:
         raise ValueError(f"nbr must be int64 (B, M, k) = ({X.shape[0]}, {X.shape[1]}, k), got "
                          f"{tuple(nbr.shape)} {nbr.dtype}")
+    check_one_device("patch_gat", X=X, W=W, att_src=att_src, att_dst=att_dst, nbr=nbr)
+
+
+def shared_memory_bytes(M: int, k: int, dtype: torch.dtype) -> int:
+    """Shared memory the CUDA kernels need for one image's graph (csrc/cuda/patch_gat.cu: smem_bytes)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    return element * (5 * M + 2 * M * k) + 4 * (2 * M * k + M + 1)
+
+
+def fits_on_chip(M: int, k: int, dtype: torch.dtype, limit: int) -> bool:
+    """Whether the CUDA kernel can hold one image's graph in a block's shared memory
+    (`limit`: the bytes a block may opt in to). Larger graphs (M in the thousands,
+    e.g. DINOv2 patch tokens at 518 px) take the ATen reference instead."""
+    return shared_memory_bytes(M, k, dtype) <= limit
+
+
+def _kernel_can_run(X: torch.Tensor, k: int) -> bool:
+    if X.device.type != "cuda":
+        return True
+    return fits_on_chip(X.shape[1], k, X.dtype, torch.cuda.get_device_properties(X.device).shared_memory_per_block_optin)
 
 
 def patch_gat(X, W, att_src, att_dst, nbr, negative_slope: float = 0.2, pool: bool = True, *,
@@ -77,29 +85,18 @@ def patch_gat(X, W, att_src, att_dst, nbr, negative_slope: float = 0.2, pool: bo
 
     Returns:
         (B, C) if ``pool`` else (B, M, C). Differentiable in X, W, att_src, att_dst.
+        On CUDA, graphs too large for one block's shared memory run on the
+        reference path under ``"auto"`` (``"compiled"`` then raises instead).
 
     Example:
+        >>> from seal_fast.ops import patch_knn
         >>> X = torch.randn(8, 49, 64); nbr = patch_knn(X, 8)
         >>> g = patch_gat(X, torch.randn(64, 32), torch.randn(32), torch.randn(32), nbr)   # (8, 32)
     """
     _check(X, W, att_src, att_dst, nbr)
-    if pick(backend, X):
+    if pick(backend, X) and (backend == "compiled" or _kernel_can_run(X, nbr.shape[2])):
         return torch.ops.seal_fast.patch_gat(X, W, att_src, att_dst, nbr, float(negative_slope), bool(pool))[0]
     return patch_gat_reference(X, W, att_src, att_dst, nbr, negative_slope, pool)
-
-
-def patch_knn(P: torch.Tensor, k: int, *, backend: str = "auto") -> torch.Tensor:
-    r"""Neighbour lists of the per-image patch graphs: (B, M, k + 1), the node
-    itself first, then its k most cosine-similar other patches of the same image
-    (ties: lower index first).
-    """
-    if P.dim() != 3:
-        raise ValueError(f"P must be (B, M, c), got {tuple(P.shape)}")
-    if not 0 <= k <= P.shape[1] - 1:
-        raise ValueError(f"k={k} neighbours need at least k+1={k + 1} patches per image, got M={P.shape[1]}")
-    if pick(backend, P):
-        return torch.ops.seal_fast.patch_knn(P, int(k))
-    return patch_knn_reference(P, k)
 
 
 if compiled_available():
@@ -113,10 +110,6 @@ if compiled_available():
     @torch.library.register_fake("seal_fast::patch_gat_backward")
     def _(grad_out, X, W, att_src, att_dst, nbr, alpha, negative_slope, pool):
         return torch.empty_like(X), torch.empty_like(W), torch.empty_like(att_src), torch.empty_like(att_dst)
-
-    @torch.library.register_fake("seal_fast::patch_knn")
-    def _(P, k):
-        return P.new_empty(P.shape[0], P.shape[1], k + 1, dtype=torch.long)
 
     def _setup_context(ctx, inputs, output):
         X, W, att_src, att_dst, nbr, negative_slope, pool = inputs

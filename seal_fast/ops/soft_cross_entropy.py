@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .._extension import compiled_available
-from ._backend import pick
+from ._backend import check_one_device, pick
 
 
 def soft_cross_entropy_reference(logits: torch.Tensor, target: torch.Tensor):
@@ -43,6 +43,7 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, *, backend: s
         raise ValueError(f"logits and target must both be (B, K); got {tuple(logits.shape)} and {tuple(target.shape)}")
     if logits.dtype != target.dtype:
         raise ValueError(f"logits and target dtypes differ: {logits.dtype} vs {target.dtype}")
+    check_one_device("soft_cross_entropy", logits=logits, target=target)
     if pick(backend, logits, target):
         return torch.ops.seal_fast.soft_cross_entropy(logits, target)
     return soft_cross_entropy_reference(logits, target)

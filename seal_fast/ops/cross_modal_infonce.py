@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .._extension import compiled_available
-from ._backend import pick
+from ._backend import check_one_device, pick
 
 LEVELS = ("instance", "cluster")
 
@@ -66,6 +66,7 @@ def cross_modal_infonce(A, B, temperature: float, level: str = "instance", *, ba
         raise ValueError("A and B must not be empty")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
+    check_one_device("cross_modal_infonce", A=A, B=B)
     if pick(backend, A, B):
         with_grad = torch.is_grad_enabled() and (A.requires_grad or B.requires_grad)
         loss, _, _ = torch.ops.seal_fast.cross_modal_infonce(A, B, float(temperature), LEVELS.index(level),

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from .._extension import compiled_available
-from ._backend import pick
+from ._backend import check_one_device, pick
 
 
 def _adam_step(p, g, m, v, t, lr, beta1, beta2, eps):
@@ -75,6 +75,11 @@ def _check(Zs, targets, W0s, b0s, steps):
         if tuple(W.shape) != (K, Z.shape[1]) or tuple(b.shape) != (K,):
             raise ValueError(f"W0s[{i}]/b0s[{i}] must be ({K}, {Z.shape[1]})/({K},), "
                              f"got {tuple(W.shape)}/{tuple(b.shape)}")
+        if W.dtype != targets.dtype or b.dtype != targets.dtype:
+            # the weights are fitted in the targets' dtype and returned in it
+            raise ValueError(f"W0s[{i}]/b0s[{i}] must have the targets' dtype {targets.dtype}, "
+                             f"got {W.dtype}/{b.dtype}")
+        check_one_device("unrolled_linear_fit", targets=targets, **{f"Zs[{i}]": Z, f"W0s[{i}]": W, f"b0s[{i}]": b})
     if steps < 0:
         raise ValueError("steps must be >= 0")
 

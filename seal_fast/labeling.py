@@ -17,15 +17,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..ops import soft_cross_entropy
-from ..ops.linear_fit import unrolled_linear_fit
+from .ops.soft_cross_entropy import soft_cross_entropy
+from .ops.unrolled_linear_fit import unrolled_linear_fit
 
 
 @dataclass
@@ -40,11 +40,14 @@ class LabelingConfig:
     outer_lr: float = 1e-3
     betas: tuple = (0.9, 0.999)
     exact: bool = False         # hypergradient through the inner Adam steps (TURTLE: first-order)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
+    # label-free stopping: every `stop_window` iterations the labels of a fixed probe
+    # subset are compared with the previous window's; the search stops once at most
+    # a `stop_tol` share of them changed in each of `stop_patience` windows in a row
+    # (stop_tol = 0: run all `iterations`)
+    stop_tol: float = 0.0
+    stop_window: int = 100
+    stop_patience: int = 3
+    probe_size: int = 5000
 
 
 class TaskEncoder(nn.Module):
@@ -117,12 +120,34 @@ class LabelingResult:
     entropy: float
     seconds: float
     seconds_per_iteration: float
+    iterations: int                 # run (fewer than asked when the stopping rule fired)
+    stopped_early: bool
+    # per window: (iterations done, share of probe labels changed since the last window, mean objective)
+    trace: list = field(default_factory=list)
+
+
+class _ProbeLabels:
+    """The labels of a fixed random subset of rows, to see when the labeling settles.
+    Drawn from a generator of its own, so watching never changes the search."""
+
+    def __init__(self, Zs, size: int, seed: int):
+        n = Zs[0].shape[0]
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1))[:min(size, n)].to(Zs[0].device)
+        self.Zs = [Z.index_select(0, idx) for Z in Zs]
+        self.last = None
+
+    def changed(self, encoder: TaskEncoder) -> float:
+        labels = encoder.predict_proba(self.Zs).argmax(1)
+        share = 1.0 if self.last is None else float((labels != self.last).float().mean())
+        self.last = labels
+        return share
 
 
 def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: LabelingConfig = LabelingConfig(),
-                   *, seed: int = 0, backend: str = "auto", progress: bool = False,
-                   desc: str = "labeling") -> LabelingResult:
-    """Run the bi-level search on device-resident features `Zs` (list of (N, d_k))."""
+                   *, seed: int = 0, backend: str = "auto", progress: bool = False, desc: str = "labeling",
+                   on_window: Callable[[int, TaskEncoder], None] | None = None) -> LabelingResult:
+    """Run the bi-level search on device-resident features `Zs` (list of (N, d_k)).
+    `on_window(iterations_done, encoder)` is called after every `stop_window` iterations."""
     device = Zs[0].device
     n = Zs[0].shape[0]
     batch = min(config.batch_size, n)
@@ -131,6 +156,8 @@ def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: Labeling
     encoder = TaskEncoder([Z.shape[1] for Z in Zs], n_clusters, generator, device)
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.outer_lr, betas=tuple(config.betas))
     pred_error = entropy = torch.zeros((), device=device)
+    probe = _ProbeLabels(Zs, config.probe_size, seed)
+    trace, window_loss, settled, done = [], 0.0, 0, 0
     t0 = time.perf_counter()
     bar = tqdm(range(config.iterations), desc=desc, disable=not progress, mininterval=1.0)
     for it in bar:
@@ -144,9 +171,21 @@ def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: Labeling
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        if progress and (it + 1) % 100 == 0:
-            bar.set_postfix(pred_error=f"{float(pred_error):.3f}", entropy=f"{float(entropy):.3f}")
+        done = it + 1
+        window_loss = window_loss + loss.detach()  # a tensor: no device sync per iteration
+        if done % config.stop_window == 0:
+            changed = probe.changed(encoder)
+            trace.append((done, round(changed, 5), round(float(window_loss) / config.stop_window, 5)))
+            window_loss = 0.0
+            settled = settled + 1 if changed <= config.stop_tol else 0
+            if on_window is not None:
+                on_window(done, encoder)
+            if progress:
+                bar.set_postfix(pred_error=f"{float(pred_error):.3f}", entropy=f"{float(entropy):.3f}",
+                                changed=f"{changed:.4f}")
+            if config.stop_tol > 0 and settled >= config.stop_patience:
+                break
     bar.close()
     seconds = time.perf_counter() - t0
     return LabelingResult(encoder, float(pred_error.detach()), float(entropy.detach()), seconds,
-                          seconds / max(1, config.iterations))
+                          seconds / max(1, done), done, done < config.iterations, trace)

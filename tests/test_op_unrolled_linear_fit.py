@@ -1,12 +1,9 @@
 import pytest
 import torch
 
-from seal_fast._extension import compiled_available, cuda_compiled
-from seal_fast.ops.linear_fit import unrolled_linear_fit, unrolled_linear_fit_reference
+from seal_fast.ops.unrolled_linear_fit import unrolled_linear_fit, unrolled_linear_fit_reference
 
-from conftest import devices
-
-needs_ops = pytest.mark.skipif(not compiled_available(), reason="compiled ops not built")
+from conftest import devices, needs_ops, skip_without_kernels
 
 
 def sample_inputs(device, dtype, B=130, dims=(37, 20), K=6, seed=0):
@@ -18,18 +15,13 @@ def sample_inputs(device, dtype, B=130, dims=(37, 20), K=6, seed=0):
     return Zs, t, W0s, b0s
 
 
-def _device_ok(device):
-    if device == "cuda" and not cuda_compiled():
-        pytest.skip("CUDA kernels not compiled")
-
-
 @needs_ops
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("B,dims,K,steps", [(130, (37, 20), 6, 10), (1, (5,), 2, 3), (257, (300,), 10, 10),
                                             (64, (8, 9, 10), 3, 0), (70, (1280,), 10, 4)])
 def test_matches_reference(device, dtype, B, dims, K, steps):
-    _device_ok(device)
+    skip_without_kernels(device)
     Zs, t, W0s, b0s = sample_inputs(device, dtype, B, dims, K, seed=B + K)
     lr = 1e-2
     got = unrolled_linear_fit(Zs, t, W0s, b0s, steps, lr, backend="compiled")
@@ -47,7 +39,7 @@ def test_matches_reference(device, dtype, B, dims, K, steps):
 @needs_ops
 @pytest.mark.parametrize("device", devices)
 def test_exact_gradient_matches_autograd_through_reference(device):
-    _device_ok(device)
+    skip_without_kernels(device)
     Zs, t, W0s, b0s = sample_inputs(device, torch.float64, B=90, dims=(16, 11), K=5, seed=3)
     w = torch.randn(5, 16, dtype=torch.float64, device=device)
 

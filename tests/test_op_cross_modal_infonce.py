@@ -1,17 +1,9 @@
 import pytest
 import torch
 
-from seal_fast._extension import compiled_available, cuda_compiled
-from seal_fast.ops.infonce import cross_modal_infonce, cross_modal_infonce_reference
+from seal_fast.ops.cross_modal_infonce import cross_modal_infonce, cross_modal_infonce_reference
 
-from conftest import devices
-
-needs_ops = pytest.mark.skipif(not compiled_available(), reason="compiled ops not built")
-
-
-def _device_ok(device):
-    if device == "cuda" and not cuda_compiled():
-        pytest.skip("CUDA kernels not compiled")
+from conftest import devices, needs_ops, skip_without_kernels
 
 
 def sample(device, dtype, n=64, K=7, seed=0, probs=True):
@@ -28,7 +20,7 @@ def sample(device, dtype, n=64, K=7, seed=0, probs=True):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("n,K,T", [(64, 7, 0.5), (512, 10, 1.0), (3, 2, 0.1), (100, 30, 0.5), (64, 7, 0.01)])
 def test_loss_and_gradients_match_reference(device, level, dtype, n, K, T):
-    _device_ok(device)
+    skip_without_kernels(device)
     A, B = sample(device, dtype, n, K, seed=n + K)
     loss = cross_modal_infonce(A, B, T, level, backend="compiled")
     gA, gB = torch.autograd.grad(2.5 * loss, (A, B))
@@ -45,7 +37,7 @@ def test_loss_and_gradients_match_reference(device, level, dtype, n, K, T):
 @pytest.mark.parametrize("device", devices)
 @pytest.mark.parametrize("level", ["instance", "cluster"])
 def test_gradcheck(device, level):
-    _device_ok(device)
+    skip_without_kernels(device)
     A, B = sample(device, torch.float64, 6, 4, seed=11, probs=False)
     assert torch.autograd.gradcheck(lambda a, b: cross_modal_infonce(a, b, 0.7, level, backend="compiled"), (A, B))
 

@@ -1,4 +1,6 @@
-"""K-Means in torch (k-means++ seeding, Lloyd iterations, several restarts).
+"""K-Means in torch (k-means++ seeding, Lloyd iterations, several restarts), as functions.
+
+The `KMeans` estimator (models/kmeans.py) and the text stage call these.
 
 Runs on the chosen device with every distance computed as a GEMM over row
 blocks, so it stays O(N * K) in memory. The TURTLE baseline convention is kept

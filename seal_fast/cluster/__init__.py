@@ -1,1 +1,0 @@
-"""Clustering stages on embeddings: K-Means and TURTLE-style human labeling."""

@@ -1,0 +1,139 @@
+"""Writing files so that a crash or a bad argument never leaves a half-written or
+clobbered file: atomic single files, several outputs committed together, and
+the checks of output paths made before any work starts."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .errors import SealFastError
+
+
+def _temp_next_to(path: Path, suffix: str) -> str:
+    """An empty temporary file in `path`'s folder (created if need be), so the final rename stays on one disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
+    return tmp
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """Yield a temporary path next to `path`; rename it onto `path` on success."""
+    path = Path(path)
+    tmp = _temp_next_to(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_npy(path, array: np.ndarray) -> None:
+    """np.save without pickles, flushed to disk (the caller makes it atomic)."""
+    with open(path, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_json(path, obj) -> None:
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=False, default=_json_default)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_npy_atomic(path, array: np.ndarray) -> None:
+    with atomic_path(path, ".npy") as tmp:
+        write_npy(tmp, array)
+
+
+def save_json_atomic(path, obj) -> None:
+    with atomic_path(path, ".json") as tmp:
+        write_json(tmp, obj)
+
+
+def _json_default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+@contextlib.contextmanager
+def npy_writer(path, shape, dtype) -> Iterator[np.memmap]:
+    """A memory-mapped `.npy` being filled in place; appears at `path` only when complete."""
+    with atomic_path(path, ".npy") as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(dtype), shape=tuple(shape))
+        yield arr
+        arr.flush()
+        del arr
+
+
+@contextlib.contextmanager
+def staged_outputs() -> Iterator:
+    """Write several outputs all or nothing: `stage(path, suffix)` gives a temporary
+    path next to `path`; when the block ends without error every temporary file is
+    renamed onto its target, otherwise all of them are removed."""
+    staged: list[tuple[str, Path]] = []
+
+    def stage(path, suffix: str = "") -> str:
+        tmp = _temp_next_to(Path(path), suffix)
+        staged.append((tmp, Path(path)))
+        return tmp
+
+    try:
+        yield stage
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+
+def check_outputs(outputs: dict[str, Path], inputs: list[Path]) -> None:
+    """Refuse, before any work, output paths that would clobber something: two
+    outputs on one path, an output on an input file or inside an input directory
+    (a feature store), an existing directory, or a folder that cannot be written."""
+    seen: dict[Path, str] = {}
+    resolved_inputs = [Path(p).resolve() for p in inputs]
+    for what, path in outputs.items():
+        path = Path(path)
+        target = path.resolve()
+        if target in seen:
+            raise SealFastError(f"{what} {path} is the same file as {seen[target]}; give them different paths")
+        seen[target] = f"{what} {path}"
+        for source in resolved_inputs:
+            if target == source or source in target.parents:
+                raise SealFastError(f"{what} {path} would overwrite the input {source}; write it elsewhere")
+        if target.is_dir():
+            raise SealFastError(f"{what} {path} is a directory; give a file name")
+        parent = next(p for p in [target.parent, *target.parent.parents] if p.exists())
+        if not parent.is_dir():
+            raise SealFastError(f"{what} {path}: {parent} is a file, not a directory")
+        try:  # the one reliable test of writability (os.access is wrong for root and on some mounts)
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as exc:
+            raise SealFastError(f"{what} {path}: cannot write in {parent} ({exc.strerror})") from None
