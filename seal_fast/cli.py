@@ -50,8 +50,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="one noun per line instead of WordNet's nouns (with --text)")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    c = sub.add_parser("cluster", help="fit a method on a feature store and label every row")
-    c.add_argument("featdir")
+    c = sub.add_parser("cluster", help="fit a method on a feature store (or array files) and label every row")
+    c.add_argument("inputs", nargs="+", metavar="FEATDIR|ARRAY",
+                   help="a feature store, or array files (.npy, .npz, .pt), each holding one or more spaces")
+    _array_options(c, labels=True)
     c.add_argument("--method", required=True, choices=METHODS)
     c.add_argument("--n-clusters", required=True, type=int, metavar="K")
     c.add_argument("--spaces", nargs="+", default=None, metavar="NAME",
@@ -80,15 +82,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="compiled ops or the pure-PyTorch reference (turtle/seal/satc; default: auto)")
     c.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    pr = sub.add_parser("predict", help="label another feature store with a saved model")
+    pr = sub.add_parser("predict", help="label another feature store (or array files) with a saved model")
     pr.add_argument("model")
-    pr.add_argument("featdir")
+    pr.add_argument("inputs", nargs="+", metavar="FEATDIR|ARRAY",
+                    help="a feature store with the model's spaces, or array files in the order of the fit")
     pr.add_argument("--out", required=True, metavar="RESULT.npy")
     pr.add_argument("--device", default="auto")
 
+    im = sub.add_parser("import", help="array files -> a feature store (embeddings made elsewhere)")
+    im.add_argument("arrays", nargs="+", metavar="ARRAY", help=".npy, .npz or .pt files, one or more spaces each")
+    im.add_argument("--out", required=True, help="feature store directory to write")
+    _array_options(im, labels=True)
+
     ev = sub.add_parser("evaluate", help="ACC / NMI / ARI of a result against true labels")
     ev.add_argument("result", metavar="RESULT.npy")
-    ev.add_argument("--truth", required=True, metavar="FEATDIR|LABELS.npy")
+    ev.add_argument("--truth", required=True, metavar="FEATDIR|LABELS.npy",
+                    help="true labels; -1 marks an unlabelled row, left out of the scores")
 
     d = sub.add_parser("demo", help="offline end-to-end run on real images with real weights")
     d.add_argument("--dataset", default="digits", help="built-in dataset (default: digits)")
@@ -98,11 +107,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _array_options(parser, labels: bool) -> None:
+    parser.add_argument("--patches", default=None, metavar="P.npy", help="with arrays: patch features (N, M, c)")
+    parser.add_argument("--text", default=None, metavar="T.npy", help="with arrays: text features (N, d)")
+    if labels:
+        parser.add_argument("--labels", default=None, metavar="L.npy",
+                            help="with arrays: true labels (N,), for evaluation only")
+    parser.add_argument("--names", nargs="+", default=None, metavar="NAME",
+                        help="with arrays: names of the spaces, in order (default: file names / keys)")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"info": cmd_info, "embed": cmd_embed, "cluster": cmd_cluster, "predict": cmd_predict,
-                "evaluate": cmd_evaluate, "demo": cmd_demo}[args.command](args) or 0
+                "import": cmd_import, "evaluate": cmd_evaluate, "demo": cmd_demo}[args.command](args) or 0
     except SealFastError as exc:
         print(f"seal-fast {args.command}: error: {exc}", file=sys.stderr)
         return 2
@@ -220,26 +239,38 @@ def _labels_output(path) -> tuple[Path, Path]:
     return out, out.with_suffix(".json")
 
 
+def _open_inputs(args):
+    """The command's FEATDIR or array files, with the array options it has."""
+    from .inputs import open_inputs
+
+    return open_inputs(args.inputs, **{name: getattr(args, name, None)
+                                       for name in ("patches", "text", "labels", "names")})
+
+
+def _input_paths(args) -> list[Path]:
+    extra = [getattr(args, name, None) for name in ("patches", "text", "labels")]
+    return [Path(p) for p in [*args.inputs, *extra] if p]
+
+
 def cmd_cluster(args):
     from .files import check_outputs, staged_outputs, write_json, write_npy
-    from .store import FeatureStore
 
     t0 = time.perf_counter()
     out, report_path = _labels_output(args.out)
     outputs = {"--out": out, "the run report": report_path}
     if args.save_model:
         outputs["--save-model"] = Path(args.save_model)
-    check_outputs(outputs, inputs=[Path(args.featdir)])
     model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=args.device,
                             verbose=not args.quiet, **{name: getattr(args, name) for name in TUNABLE})
     model.check_params()
-    store = FeatureStore(args.featdir)
+    store = _open_inputs(args)
+    check_outputs(outputs, inputs=_input_paths(args))
     spaces = _select_spaces(store, args.spaces)
     Zs, kwargs = store_inputs(model, store, spaces)
     t_load = time.perf_counter() - t0
     model.fit(Zs, **kwargs)
     t_fit = time.perf_counter() - t0 - t_load
-    model.meta_ = {"spaces": spaces, "featdir": str(store.path.resolve())}
+    model.meta_ = {"spaces": spaces, "inputs": _describe(store)}
     labels = np.asarray(model.labels_, dtype=np.int64)
     report = _report(args, store, spaces, model, labels, {"load_s": t_load, "fit_s": t_fit})
     report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
@@ -276,7 +307,7 @@ def _report(args, store, spaces, model, labels, timings) -> dict:
         "method": model.method,
         "n_clusters": args.n_clusters,
         "n": int(labels.shape[0]),
-        "featdir": str(store.path.resolve()),
+        "inputs": _describe(store),
         "spaces": spaces,
         "seed": args.seed,
         "device": str(model._device()),
@@ -294,6 +325,13 @@ def _report(args, store, spaces, model, labels, timings) -> dict:
     return report
 
 
+def _describe(store) -> dict | str:
+    """Where the fitted data came from, for the report and the model file."""
+    from .store import FeatureStore
+
+    return str(store.path.resolve()) if isinstance(store, FeatureStore) else store.description
+
+
 def cmd_predict(args):
     from .files import check_outputs, save_npy_atomic
     from .models import load_model
@@ -301,16 +339,44 @@ def cmd_predict(args):
 
     out, _ = _labels_output(args.out)
     model = load_model(args.model, device=args.device)
-    store = FeatureStore(args.featdir)
-    check_outputs({"--out": out}, inputs=[Path(args.model), Path(args.featdir)])
-    spaces = model.meta_.get("spaces") or _select_spaces(store, None)
-    for name in spaces:
-        if name not in store.spaces:
-            raise SealFastError(f"the model was fitted on space {name!r}, which {store.path} does not have "
-                                f"(it has {store.spaces}); embed it with the same backbone")
+    store = _open_inputs(args)
+    check_outputs({"--out": out}, inputs=[Path(args.model), *_input_paths(args)])
+    fitted = model.meta_.get("spaces") or []
+    if isinstance(store, FeatureStore):  # a store: the fitted spaces by name
+        spaces = fitted or _select_spaces(store, None)
+        for name in spaces:
+            if name not in store.spaces:
+                raise SealFastError(f"the model was fitted on space {name!r}, which {store.path} does not have "
+                                    f"(it has {store.spaces}); embed it with the same backbone")
+    else:  # arrays: the spaces in the order given, as many as the fit had
+        spaces = store.spaces
+        if len(spaces) != len(model.feature_dims_):
+            raise SealFastError(f"the model was fitted on {len(model.feature_dims_)} space(s) {fitted}; "
+                                f"got {len(spaces)} array space(s) {spaces}")
     labels = model.predict([store.space(n) for n in spaces])  # every method predicts from the visual spaces
     save_npy_atomic(out, np.asarray(labels, dtype=np.int64))
     print(f"wrote {out} ({len(labels)} labels)")
+
+
+def cmd_import(args):
+    from .files import check_outputs
+    from .inputs import ArrayInputs, open_inputs
+    from .store import write_store
+
+    arrays = open_inputs(args.arrays, patches=args.patches, text=args.text, labels=args.labels, names=args.names)
+    if not isinstance(arrays, ArrayInputs):
+        raise SealFastError(f"{args.arrays[0]} is a feature store already; import reads array files")
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise SealFastError(f"--out {out} exists and is not an empty directory; give a new one")
+    check_outputs({"--out": out / "manifest.json"},
+                  inputs=[Path(p) for p in [*args.arrays, args.patches, args.text, args.labels] if p])
+    store = write_store(out, spaces={name: arrays.space(name) for name in arrays.spaces},
+                        patches=arrays.patches() if arrays.has("patches") else None, labels=arrays.labels(),
+                        text=arrays.text(), meta={"source": {**arrays.description, "kind": "import"}})
+    print(f"wrote {store.path}: N={store.n}, spaces={store.spaces}"
+          f"{', patches ' + str(tuple(store.entry('patches')['shape'])) if store.has('patches') else ''}"
+          f"{', labels' if store.labels_available else ''}")
 
 
 def _load_labels(path) -> np.ndarray:

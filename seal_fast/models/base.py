@@ -47,11 +47,20 @@ def store_inputs(estimator, store, spaces: list[str]) -> tuple[list, dict]:
 
 
 def to_tensors(Zs, device, dtype=torch.float32, block: int = 1 << 16) -> list[torch.Tensor]:
-    """Arrays (memory-mapped ones included) -> tensors on `device`, copied in row blocks."""
+    """Arrays -> tensors on `device` in `dtype`, without a copy where none is needed:
+    a tensor already there (any device) is used as is, and so is a float32 numpy
+    array (a memory map included: its pages are read from disk as they are used)
+    when the device is the CPU. Anything else is copied once, in row blocks."""
     out = []
     for Z in Zs:
         if isinstance(Z, torch.Tensor):
             out.append(Z.detach().to(device=device, dtype=dtype))
+            continue
+        if torch.device(device).type == "cpu" and Z.dtype == np.dtype(torch.empty((), dtype=dtype).numpy().dtype) \
+                and Z.flags.c_contiguous:
+            with warnings.catch_warnings():  # a read-only memory map: nothing here writes to its input
+                warnings.simplefilter("ignore", UserWarning)
+                out.append(torch.from_numpy(Z))
             continue
         T = torch.empty(Z.shape, dtype=dtype, device=device)
         for s in range(0, Z.shape[0], block):
