@@ -173,6 +173,8 @@ def open_inputs(paths, *, patches=None, labels=None, text=None, names=None):
                                 "a feature store has its own")
         return FeatureStore(paths[0])
     for p in paths:
+        if not p.exists():
+            raise SealFastError(f"{p} does not exist")
         if p.is_dir():
             raise SealFastError(f"{p} is a directory: give one feature store, or array files only")
         if p.suffix.lower() not in ARRAY_SUFFIXES:

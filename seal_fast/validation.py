@@ -6,29 +6,53 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import SealFastError
+from .errors import SealFastError, SealFastTypeError
 
 
 def as_feature_matrix(Z, name: str = "features") -> np.ndarray | torch.Tensor:
-    """Check one embedding space: 2-D, non-empty, finite. Returns it unchanged.
-
-    Works on numpy arrays (memory-mapped ones included, scanned in chunks so a
-    large store is never loaded twice) and on torch tensors.
-    """
+    """Check one embedding space: a dense 2-D array of real numbers, non-empty,
+    finite. Floating-point arrays are returned unchanged (memory maps stay memory
+    maps, scanned in chunks; tensors stay on their device); integer and numeric
+    object arrays are converted to float32."""
+    if _is_sparse(Z):
+        raise SealFastError(f"{name}: sparse input is not supported; pass a dense array")
     if not isinstance(Z, (np.ndarray, torch.Tensor)):
         Z = np.asarray(Z)
+    if Z.ndim == 1:
+        raise SealFastError(f"{name}: expected a 2-D array (N, d), got shape {tuple(Z.shape)}. Reshape your data "
+                            "with .reshape(-1, 1) if it is one feature or .reshape(1, -1) if it is one sample")
     if Z.ndim != 2:
         raise SealFastError(f"{name}: expected a 2-D array (N, d), got shape {tuple(Z.shape)}")
     n, d = Z.shape
     if n == 0 or d == 0:
-        raise SealFastError(f"{name}: empty array of shape {tuple(Z.shape)}")
+        raise SealFastError(f"{name}: {n} sample(s) and {d} feature(s) (shape={tuple(Z.shape)}) while a minimum "
+                            "of 1 is required.")
     if isinstance(Z, torch.Tensor):
+        if Z.is_complex():
+            raise SealFastError(f"{name}: Complex data not supported")
         if not Z.is_floating_point():
-            raise SealFastError(f"{name}: expected floating-point features, got {Z.dtype}")
+            Z = Z.float()
+    elif np.issubdtype(Z.dtype, np.complexfloating):
+        raise SealFastError(f"{name}: Complex data not supported")
     elif not np.issubdtype(Z.dtype, np.floating):
-        raise SealFastError(f"{name}: expected floating-point features, got {Z.dtype}")
+        if not (np.issubdtype(Z.dtype, np.integer) or np.issubdtype(Z.dtype, np.bool_) or Z.dtype == object):
+            raise SealFastError(f"{name}: expected numbers, got dtype {Z.dtype}")
+        try:
+            Z = Z.astype(np.float32)
+        except (TypeError, ValueError) as exc:
+            raise SealFastTypeError(f"{name}: expected numbers ({exc})") from None
     check_finite(Z, name)
     return Z
+
+
+def _is_sparse(Z) -> bool:
+    if isinstance(Z, torch.Tensor):
+        return Z.layout != torch.strided
+    try:
+        import scipy.sparse
+    except ImportError:  # pragma: no cover - scipy is a dependency
+        return False
+    return scipy.sparse.issparse(Z)
 
 
 def check_finite(Z, name: str) -> None:
@@ -51,6 +75,8 @@ def as_spaces(Zs, name: str = "spaces") -> list:
     A list whose items are not arrays (e.g. a list of rows) is one 2-D array."""
     if Zs is None:
         raise SealFastError(f"{name}: expected an array (N, d) or a list of such arrays, one per space; got None")
+    if _is_sparse(Zs):
+        raise SealFastError(f"{name}: sparse input is not supported; pass a dense array")
     if isinstance(Zs, (np.ndarray, torch.Tensor)):
         Zs = [Zs]
     elif isinstance(Zs, (list, tuple)) and Zs and all(isinstance(Z, (np.ndarray, torch.Tensor)) for Z in Zs):
@@ -68,12 +94,12 @@ def as_spaces(Zs, name: str = "spaces") -> list:
 
 
 def check_n_clusters(k, n: int | None = None) -> int:
-    """A whole number of clusters in [2, N] (N unknown yet: just >= 2)."""
+    """A whole number of clusters in [1, N] (N unknown yet: just >= 1)."""
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise SealFastError(f"n_clusters must be an integer, got {k!r}")
     k = int(k)
-    if k < 2:
-        raise SealFastError(f"n_clusters must be at least 2, got {k}")
+    if k < 1:
+        raise SealFastError(f"n_clusters must be at least 1, got {k}")
     if n is not None and k > n:
         raise SealFastError(f"n_clusters={k} exceeds the number of samples N={n}")
     return k
@@ -114,10 +140,12 @@ def check_neighbors(n_neighbors, n: int) -> int:
     return min(check_positive_int(n_neighbors, "n_neighbors"), n - 1)
 
 
-def check_same_dims(Zs: Sequence, dims: Sequence[int], what: str) -> None:
-    got = [Z.shape[1] for Z in Zs]
-    if list(got) != list(dims):
-        raise SealFastError(f"{what}: feature dimensions {got} differ from the fitted ones {list(dims)}")
+def check_same_dims(Zs: Sequence, dims: Sequence[int], estimator: str) -> None:
+    for i, (Z, d) in enumerate(zip(Zs, dims)):
+        if Z.shape[1] != d:
+            what = "X" if len(dims) == 1 else f"space {i}"
+            raise SealFastError(f"{what} has {Z.shape[1]} features, but {estimator} is expecting {d} features as "
+                                "input (the fitted dimension)")
 
 
 UNLABELLED = -1  # in true labels: a row without a class, left out of the scores

@@ -74,7 +74,7 @@ def _nan_store(tmp_path):
 
 
 @pytest.mark.parametrize("case,args,message", [
-    ("k_small", ["--n-clusters", "1"], "at least 2"),
+    ("k_small", ["--n-clusters", "0"], "at least 1"),
     ("k_large", ["--n-clusters", "1000"], "exceeds"),
     ("space", ["--n-clusters", "3", "--spaces", "zzz"], "no space 'zzz'"),
     ("seal_no_patches", ["--n-clusters", "3", "--method", "seal"], "patch features"),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +9,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, ClusterMixin
 
 from ..distillation import DistillConfig
 from ..ops import BACKENDS, LEVELS
-from ..errors import SealFastError
+from ..errors import NotFitted, SealFastError
 from ..spatial import require_patches
 from ..store import atomic_path
 from ..validation import (as_spaces, check_bool, check_choice, check_float, check_int, check_n_clusters,
@@ -91,8 +91,10 @@ PARAMETER_CHECKS = {
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
-class ClusterEstimator:
-    """Base class: parameters are dataclass fields stored as given; work happens in `fit`.
+class ClusterEstimator(ClusterMixin, BaseEstimator):
+    """Base class: parameters are dataclass fields stored as given; work happens in
+    `fit`. scikit-learn's BaseEstimator and ClusterMixin give get_params/set_params
+    (so `sklearn.base.clone` works), the repr and fit_predict.
 
     Class attributes say what a method takes besides the visual spaces: `requires`
     (fit fails without them) and `accepts` (used when given), e.g. "patches", "text".
@@ -109,28 +111,12 @@ class ClusterEstimator:
 
     @classmethod
     def param_names(cls) -> list[str]:
-        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
-
-    def get_params(self, deep: bool = True) -> dict:
-        """The constructor's parameters (scikit-learn's convention; there are no nested estimators)."""
-        return {name: getattr(self, name) for name in self.param_names()}
-
-    def set_params(self, **params):
-        names = self.param_names()
-        for name, value in params.items():
-            if name not in names:
-                raise SealFastError(f"{type(self).__name__} has no parameter {name!r}; it has {', '.join(names)}")
-            setattr(self, name, value)
-        return self
+        return cls._get_param_names()
 
     def _config(self, config_class, **overrides):
         """A stage's config dataclass filled from the parameters of the same name."""
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(config_class) if hasattr(self, f.name)}
         return config_class(**{**values, **overrides})
-
-    def __repr__(self):
-        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({params})"
 
     # --- inputs ------------------------------------------------------------
     def _device(self) -> torch.device:
@@ -156,15 +142,18 @@ class ClusterEstimator:
         Zs = as_spaces(Zs, "features")
         if len(Zs) != len(self.feature_dims_):
             raise SealFastError(f"model was fitted on {len(self.feature_dims_)} space(s), got {len(Zs)}")
-        check_same_dims(Zs, self.feature_dims_, "features")
+        check_same_dims(Zs, self.feature_dims_, type(self).__name__)
         return Zs
 
     def _check_fitted(self):
         if not hasattr(self, "feature_dims_"):
-            raise SealFastError(f"this {type(self).__name__} is not fitted yet; call fit first")
+            raise NotFitted(f"this {type(self).__name__} is not fitted yet; call fit first")
 
-    def fit_predict(self, Zs, **kwargs) -> np.ndarray:
-        return self.fit(Zs, **kwargs).labels_
+    @property
+    def n_features_in_(self) -> int:
+        """The width of the fitted space (scikit-learn's attribute; with several spaces, their sum)."""
+        self._check_fitted()
+        return int(sum(self.feature_dims_))
 
     # --- persistence -------------------------------------------------------
     def _state(self) -> dict:

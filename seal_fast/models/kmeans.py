@@ -46,7 +46,7 @@ class KMeans(ClusterEstimator):
     max_iter: int = 300
     tol: float = 1e-4
 
-    def fit(self, Zs, **_ignored):
+    def fit(self, Zs, y=None):
         Zs = self._check_fit_input(Zs)
         k = check_n_clusters(self.n_clusters, Zs[0].shape[0])
         device = self._device()

@@ -78,7 +78,7 @@ class SATC(SpatialDistillation):
     restart_choice: str = "consensus"
     text_threshold: float = 0.33
 
-    def fit(self, Zs, patches=None, text=None):
+    def fit(self, Zs, y=None, *, patches=None, text=None):
         Zs = self._check_fit_input(Zs)
         if len(Zs) != 1:
             raise SealFastError(f"SATC uses one visual space, got {len(Zs)}; choose one (e.g. --spaces NAME)")

@@ -86,7 +86,7 @@ class SEAL(SpatialDistillation):
     label_restarts: str = "all"
     labeling_batch_size: int = 10000
 
-    def fit(self, Zs, patches=None):
+    def fit(self, Zs, y=None, *, patches=None):
         Zs = self._check_fit_input(Zs)
         n_clusters, P, config = self._check_distillation_input(Zs, patches)
         device = self._device()

@@ -71,7 +71,7 @@ class TURTLE(ClusterEstimator):
     exact: bool = False
     backend: str = "auto"
 
-    def fit(self, Zs, **_ignored):
+    def fit(self, Zs, y=None):
         Zs = self._check_fit_input(Zs)
         k = check_n_clusters(self.n_clusters, Zs[0].shape[0])
         device = self._device()
