@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from . import distributed
 from .distillation import RESTART_CHOICES
 from .errors import Interrupted, SealFastError
 from .models import METHODS, estimator_class, store_inputs
@@ -43,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="local checkpoint(s); a bare PATH applies to the only backbone named")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--chunk-size", type=int, default=1024,
+                   help="images per resumable chunk (a chunk also closes after a minute of work)")
     e.add_argument("--compile", action="store_true", help="torch.compile the backbone (large N on CPU)")
     e.add_argument("--text", action="store_true",
                    help="also write TAC-style text counterparts (needs a CLIP backbone; used by SATC)")
@@ -186,8 +190,14 @@ def cmd_embed(args):
             raise SealFastError("--text needs a CLIP backbone, e.g. --backbone clip-vit-b-32 efficientnet-lite0")
         read_nouns(args.nouns)
     store = embed(args.source, args.out, backbones=backbones, patch_backbone=patch, weights=weights,
-                  device=args.device, batch_size=args.batch_size, compile=args.compile,
+                  device=args.device, batch_size=args.batch_size, chunk_size=args.chunk_size, compile=args.compile,
                   progress=not args.quiet)
+    if distributed.active():  # torchrun: the other ranks are done; rank 0 adds text and reports
+        rank = torch.distributed.get_rank()
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+        if rank != 0:
+            return
     if args.text:
         from .embed import add_text_features
 
@@ -260,8 +270,11 @@ def cmd_cluster(args):
     outputs = {"--out": out, "the run report": report_path}
     if args.save_model:
         outputs["--save-model"] = Path(args.save_model)
-    model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=args.device,
-                            verbose=not args.quiet, **{name: getattr(args, name) for name in TUNABLE})
+    # under torchrun every rank fits the same model (the neighbour search is split
+    # over them) and rank 0 writes the outputs
+    rank, _, device = distributed.init(args.device) if distributed.launched() else (0, 1, args.device)
+    model = build_estimator(args.method, args.n_clusters, seed=args.seed, device=device,
+                            verbose=not args.quiet and rank == 0, **{name: getattr(args, name) for name in TUNABLE})
     model.check_params()
     store = _open_inputs(args)
     check_outputs(outputs, inputs=_input_paths(args))
@@ -274,6 +287,8 @@ def cmd_cluster(args):
     labels = np.asarray(model.labels_, dtype=np.int64)
     report = _report(args, store, spaces, model, labels, {"load_s": t_load, "fit_s": t_fit})
     report["timings"]["total_s"] = round(time.perf_counter() - t0, 3)
+    if rank != 0:
+        return
     with staged_outputs() as stage:  # all of them or none
         if args.save_model:
             model.save(stage(args.save_model, ".pt"))
@@ -287,7 +302,6 @@ def cmd_cluster(args):
 
 def _resolved_backend(model) -> str:
     from ._extension import use_compiled
-    import torch
 
     backend = getattr(model, "backend", None)
     if backend is None:
@@ -312,7 +326,8 @@ def _report(args, store, spaces, model, labels, timings) -> dict:
         "seed": args.seed,
         "device": str(model._device()),
         "backend": _resolved_backend(model),
-        "params": {k: v for k, v in model.get_params().items() if k != "verbose"},
+        "params": {k: str(v) if isinstance(v, torch.device) else v for k, v in model.get_params().items()
+                   if k != "verbose"},
         "timings": {k: round(v, 3) for k, v in timings.items()},
         "fit_details": getattr(model, "fit_details_", {}),
         "versions": {k: info[k] for k in ("seal_fast", "torch", "compiled_ops")},

@@ -15,6 +15,7 @@ import os
 import torch
 import torch.distributed as dist
 
+from .errors import SealFastError
 from .ops.cosine_topk import cosine_topk
 
 
@@ -23,13 +24,17 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
 
 
-def init(device_type: str = "auto", timeout_s: float = 1800) -> tuple[int, int, torch.device]:
+def init(device="auto", timeout_s: float = 1800) -> tuple[int, int, torch.device]:
     """Join the process group torchrun described in the environment (NCCL on CUDA,
-    gloo on CPU) and return (rank, world size, this rank's device). Outside torchrun:
-    (0, 1, the default device), and no process group is made."""
-    cuda = torch.cuda.is_available() if device_type == "auto" else device_type == "cuda"
+    gloo on CPU) and return (rank, world size, this rank's device: the GPU of its
+    LOCAL_RANK, or the CPU). Outside torchrun: (0, 1, the device), no group is made."""
+    kind = torch.device("cuda" if torch.cuda.is_available() else "cpu") if device in (None, "auto") \
+        else torch.device(device)
+    cuda = kind.type == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise SealFastError(f"device {device!r} requested but CUDA is not available")
     if not launched():
-        return 0, 1, torch.device("cuda" if cuda else "cpu")
+        return 0, 1, kind
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
@@ -41,6 +46,34 @@ def init(device_type: str = "auto", timeout_s: float = 1800) -> tuple[int, int, 
 
 def active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather(obj) -> list:
+    """`obj` of every rank, in rank order ([obj] without a process group)."""
+    if not active():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def on_rank0_then_share(fn):
+    """Run `fn` on rank 0 only, then let every rank continue together: a SealFastError
+    raised there is raised on every rank (so none waits forever for the others).
+    Returns fn's result on rank 0, None elsewhere; without a process group, just fn()."""
+    if not active():
+        return fn()
+    result, error = None, None
+    if dist.get_rank() == 0:
+        try:
+            result = fn()
+        except SealFastError as exc:
+            error = str(exc)
+    shared = [error]
+    dist.broadcast_object_list(shared, src=0)
+    if shared[0] is not None:
+        raise SealFastError(shared[0])
+    return result
 
 
 def shard(n: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -1,5 +1,10 @@
 """Feature extraction: images -> visual spaces (+ patch features) -> feature store.
 
+Under torchrun (`torchrun --nproc-per-node G -m seal_fast embed ...`) every
+process embeds a contiguous share of the images into the same `.partial/`
+folder (a filesystem all of them see) and rank 0 assembles the store; the store
+is the one a single process would write, plus a record of who did what.
+
 The job is resumable: finished chunks of images are kept in
 `FEATDIR/.partial/` (each written atomically; a chunk closes after `chunk_size`
 images or `chunk_seconds` of work, whichever comes first), so a crash or Ctrl-C
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .backbones import DEFAULT_BACKBONE, get_backbone, known_backbones
 from .data.sources import open_source, read_many
 from .errors import Interrupted, SealFastError
@@ -65,9 +71,10 @@ def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
     if batch_size < 1 or chunk_size < 1 or chunk_seconds <= 0:
         raise SealFastError("batch size, chunk size and chunk seconds must be positive")
     out = Path(out)
-    _check_out(out)
+    rank, world, dev = distributed.init(device) if distributed.launched() else (0, 1, resolve_device(device))
+    # rank 0 checks the output folder and prepares the job; every rank hears how that went
+    distributed.on_rank0_then_share(lambda: _check_out(out))
     src = open_source(source)
-    dev = resolve_device(device)
     n = len(src)
 
     # one model per distinct backbone; each is asked for what it must provide
@@ -78,27 +85,34 @@ def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
 
     job = {"source": src.description, "fingerprint": src.fingerprint(), "n": n, "backbones": backbones,
            "patch_backbone": patch_backbone, "models": {name: m.describe() for name, m in models.items()},
-           "weights": weights}
+           "weights": weights, "world_size": world}
     partial = out / PARTIAL
-    _prepare_partial(partial, job, progress)
+    distributed.on_rank0_then_share(lambda: _prepare_partial(partial, job, progress))
 
-    start = _resume_position(partial, 0, n)
+    lo, hi = distributed.shard(n, rank, world)  # this rank's images; all of them outside torchrun
+    start = _resume_position(partial, lo, hi)
     t0 = time.perf_counter()
-    bar = tqdm(total=n, desc="embed", unit="img", disable=not progress, initial=start)
+    desc = "embed" if world == 1 else f"embed [rank {rank}/{world}]"
+    bar = tqdm(total=hi - lo, desc=desc, unit="img", disable=not progress or rank != 0, initial=start - lo)
     try:
-        while start < n:
-            start = _embed_chunk(src, start, min(n, start + chunk_size), time.perf_counter() + chunk_seconds,
+        while start < hi:
+            start = _embed_chunk(src, start, min(hi, start + chunk_size), time.perf_counter() + chunk_seconds,
                                  models, runners, wanted, dev, batch_size, partial, bar)
     except KeyboardInterrupt:
         bar.close()
-        done = _resume_position(partial, 0, n)
-        raise Interrupted(f"interrupted after {done} of {n} images; the finished ones are kept: run the same "
+        done = _resume_position(partial, lo, hi) - lo
+        raise Interrupted(f"interrupted after {done} of {hi - lo} images; the finished ones are kept: run the same "
                           "command again to resume") from None
     bar.close()
     seconds = time.perf_counter() - t0
-    store = _assemble(out, partial, n, src, models, wanted, job, seconds)
-    shutil.rmtree(partial, ignore_errors=True)
-    return store
+    ranks = distributed.gather({"rank": rank, "rows": [lo, hi], "seconds": round(seconds, 2),
+                                "device": str(dev)})
+    store = distributed.on_rank0_then_share(
+        lambda: _assemble(out, partial, n, src, models, wanted, job, max(r["seconds"] for r in ranks),
+                          ranks if world > 1 else None))
+    if rank == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+    return store if store is not None else FeatureStore(out)
 
 
 def _check_out(out: Path) -> None:
@@ -200,7 +214,7 @@ def _embed_chunk(src, start: int, stop: int, deadline: float, models, runners, w
     return end
 
 
-def _assemble(out: Path, partial: Path, n: int, src, models, wanted, job, seconds) -> FeatureStore:
+def _assemble(out: Path, partial: Path, n: int, src, models, wanted, job, seconds, ranks=None) -> FeatureStore:
     """Concatenate the chunks into the store's arrays, streaming through memory maps."""
     chunks = _chunks(partial)
     ends = [0] + [end for _, end, _ in chunks]
@@ -249,6 +263,8 @@ def _assemble(out: Path, partial: Path, n: int, src, models, wanted, job, second
         "n_skipped": len(failed),
         "embed_seconds": round(seconds, 2),
     }
+    if ranks is not None:  # made by several processes (torchrun): who embedded what, how fast
+        meta["distributed"] = {"world_size": len(ranks), "ranks": ranks}
     if failed:  # rows of the store -> indices in the source
         meta["source_index_file"] = "source_index.npy"
         save_npy_atomic(out / "source_index.npy", index)

@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import torch
 from tqdm.auto import tqdm
 
-from ..ops.cosine_topk import cosine_topk
+from ..distributed import sharded_cosine_topk
 from .heads import Modality
 from .objective import distillation_objective
 
@@ -47,9 +47,10 @@ class DistillResult:
 
 
 def neighbor_index(features: torch.Tensor, n_neighbors: int, backend: str = "auto") -> torch.Tensor:
-    """(N, k) indices of every row's top-k cosine neighbours, itself excluded."""
+    """(N, k) indices of every row's top-k cosine neighbours, itself excluded; under
+    torchrun the search is split over the ranks (the same answer)."""
     k = min(n_neighbors, features.shape[0] - 1)
-    return cosine_topk(features, features, k, exclude_self=True, backend=backend)[1]
+    return sharded_cosine_topk(features, k, exclude_self=True, backend=backend)[1]
 
 
 def _batches(n: int, config: DistillConfig, generator: torch.Generator, device) -> Iterator[torch.Tensor]:
