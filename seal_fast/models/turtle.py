@@ -80,7 +80,7 @@ class TURTLE(ClusterEstimator):
                                 progress=self.verbose, desc="TURTLE")
         self.encoder_ = result.encoder
         self.feature_dims_ = [Z.shape[1] for Z in Zs]
-        self.labels_ = self.encoder_.predict_proba(X).argmax(1).cpu().numpy().astype(np.int64)
+        self.labels_ = self.encoder_.predict(X).cpu().numpy().astype(np.int64)
         self.n_iter_ = result.iterations
         self.labeling_trace_ = result.trace
         self.fit_seconds_ = result.seconds
@@ -96,7 +96,9 @@ class TURTLE(ClusterEstimator):
         return enc.predict_proba(to_tensors(Zs, device)).cpu().numpy()
 
     def predict(self, Zs) -> np.ndarray:
-        return self.predict_proba(Zs).argmax(1).astype(np.int64)
+        Zs = self._check_predict_input(Zs)
+        device = self._device()
+        return self.encoder_.to(device).predict(to_tensors(Zs, device)).cpu().numpy().astype(np.int64)
 
     def _state(self):
         return {**super()._state(), "encoder": {k: v.cpu() for k, v in self.encoder_.state_dict().items()},
