@@ -212,6 +212,17 @@ class SpatialDistillation(ClusterEstimator):
         return n_clusters, P, self._config(DistillConfig, n_neighbors=n_neighbors)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
+class LabelingSettings(ClusterEstimator):
+    """The settings of the human labeling that TURTLE and SEAL share: the number of
+    outer iterations and the label-free stopping rule (TURTLE's docstring)."""
+
+    iterations: int = 6000
+    stop_tol: float = 0.0
+    stop_window: int = 100
+    stop_patience: int = 3
+
+
 def cpu_state(module: torch.nn.Module) -> dict:
     """A module's state dict on the CPU, as `save` stores it."""
     return {k: v.cpu() for k, v in module.state_dict().items()}

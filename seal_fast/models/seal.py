@@ -9,7 +9,7 @@ import torch
 
 from ..distillation import distill_with_restarts, head_from_state, spatially_aware_embedding, visual_and_spatial
 from ..labeling import LabelingConfig, TaskEncoder, human_labeling
-from .base import SpatialDistillation, cpu_state, register, to_tensors
+from .base import LabelingSettings, SpatialDistillation, cpu_state, register, to_tensors
 
 LABEL_ON = ("phi_hat", "phi+phi_hat")
 LABEL_RESTARTS = ("kept", "all")
@@ -17,7 +17,7 @@ LABEL_RESTARTS = ("kept", "all")
 
 @register
 @dataclass(eq=False, repr=False)
-class SEAL(SpatialDistillation):
+class SEAL(SpatialDistillation, LabelingSettings):
     """SEAL (spatial embedding + human labeling) on one or several embedding spaces.
 
     For every space: a frozen spatial encoder (one GAT layer over each image's
@@ -78,10 +78,6 @@ class SEAL(SpatialDistillation):
 
     n_clusters: int
     _: KW_ONLY
-    iterations: int = 6000
-    stop_tol: float = 0.0
-    stop_window: int = 100
-    stop_patience: int = 3
     label_on: str = "phi+phi_hat"
     label_restarts: str = "all"
     labeling_batch_size: int = 10000

@@ -9,12 +9,12 @@ import torch
 from ..labeling import LabelingConfig, TaskEncoder, human_labeling
 from ..ops import BACKENDS
 from ..validation import check_n_clusters
-from .base import ClusterEstimator, register, to_tensors
+from .base import LabelingSettings, register, to_tensors
 
 
 @register
 @dataclass(eq=False, repr=False)
-class TURTLE(ClusterEstimator):
+class TURTLE(LabelingSettings):
     """TURTLE (Gadetsky et al., 2024) on one or several embedding spaces.
 
     Parameters
@@ -59,10 +59,6 @@ class TURTLE(ClusterEstimator):
 
     n_clusters: int
     _: KW_ONLY
-    iterations: int = 6000
-    stop_tol: float = 0.0
-    stop_window: int = 100
-    stop_patience: int = 3
     inner_steps: int = 10
     gamma: float = 10.0
     batch_size: int = 10000
