@@ -39,8 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, help="feature store directory to write")
     e.add_argument("--backbone", nargs="+", default=None, metavar="NAME",
                    help="visual backbone(s), one space each (default: efficientnet-lite0)")
-    e.add_argument("--patch-backbone", default="efficientnet-lite0", metavar="NAME",
-                   help="backbone for the patch features, or 'none' (default: efficientnet-lite0)")
+    e.add_argument("--patch-backbone", default="efficientnet-lite2", metavar="NAME",
+                   help="backbone for the patch features, a second network as in the papers, "
+                        "or 'none' (default: efficientnet-lite2)")
     e.add_argument("--weights", nargs="+", default=[], metavar="[NAME=]PATH",
                    help="local checkpoint(s); a bare PATH applies to the only backbone named")
     e.add_argument("--device", default="auto")

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .backbones import DEFAULT_BACKBONE, get_backbone, known_backbones
+from .backbones import DEFAULT_BACKBONE, DEFAULT_PATCH_BACKBONE, get_backbone, known_backbones
 from .data.sources import open_source, read_many
 from .errors import Interrupted, SealFastError
 from .files import atomic_path, check_outputs, npy_writer, save_npy_atomic
@@ -41,7 +41,7 @@ PATCH_DTYPE = np.float16  # halves the largest array; patch features are inputs 
 
 
 def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
-          patch_backbone: str | None = DEFAULT_BACKBONE, weights: dict[str, str] | None = None,
+          patch_backbone: str | None = DEFAULT_PATCH_BACKBONE, weights: dict[str, str] | None = None,
           device="auto", batch_size: int = 64, chunk_size: int = 1024, chunk_seconds: float = 60.0,
           compile: bool = False, progress: bool = True) -> FeatureStore:
     """Embed every image of `source` and write a feature store at `out`.

@@ -27,9 +27,10 @@ def rng():
 
 
 @pytest.fixture(scope="session")
-def digits_lite0(tmp_path_factory):
-    """The first 600 of sklearn's digits, embedded once with EfficientNet-Lite0 (real ImageNet
-    weights); a subset keeps the suite fast on 2 CPU cores (~20 images/s)."""
+def digits_store(tmp_path_factory):
+    """The first 600 of sklearn's digits, embedded once the default way (real ImageNet weights:
+    visual space EfficientNet-Lite0, patches EfficientNet-Lite2); a subset keeps the suite
+    fast on 2 CPU cores."""
     from seal_fast.data.sources import ArraySource, open_source
     from seal_fast.embed import embed
 

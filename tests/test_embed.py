@@ -19,12 +19,14 @@ def test_embed_writes_complete_store(tmp_path):
     store = embed(ArraySource(imgs, y), tmp_path / "f", batch_size=4, chunk_size=4, progress=False)
     assert store.spaces == ["efficientnet-lite0"] and store.n == 10
     assert store.space("efficientnet-lite0").shape == (10, 1280)
-    assert store.patches().shape == (10, 49, 320) and store.patches().dtype == np.float16
-    assert store.entry("patches")["grid"] == [7, 7]
+    # the patches come from the second network by default: Lite2's last block on its 9x9 grid
+    assert store.patches().shape == (10, 81, 352) and store.patches().dtype == np.float16
+    assert store.entry("patches")["grid"] == [9, 9] and store.entry("patches")["backbone"] == "efficientnet-lite2"
     np.testing.assert_array_equal(store.labels(), y)
     assert not (tmp_path / "f" / PARTIAL).exists()
     m = json.loads((tmp_path / "f" / "manifest.json").read_text())
     assert m["preprocessing"]["efficientnet-lite0"]["size"] == 224 and m["n_skipped"] == 0
+    assert m["preprocessing"]["efficientnet-lite2"]["size"] == 260
 
 
 class _Flaky(ArraySource):

@@ -75,8 +75,8 @@ def test_half_inputs(device, dtype):
 
 
 @needs_ops
-def test_real_features_lite0(digits_lite0):
-    Z = torch.from_numpy(np.array(digits_lite0.space("efficientnet-lite0")))
+def test_real_features_lite0(digits_store):
+    Z = torch.from_numpy(np.array(digits_store.space("efficientnet-lite0")))
     v, i = cosine_topk(Z, Z, 50, True, backend="compiled")
     rv, ri = cosine_topk_reference(Z, Z, 50, True)
     torch.testing.assert_close(v, rv, rtol=1e-5, atol=1e-5)

@@ -128,14 +128,14 @@ def test_bad_patches(case, message):
         SEAL(4, patch_neighbors=8, device="cpu").fit([Z], **kwargs)
 
 
-def test_on_real_digits_features(digits_lite0):
+def test_on_real_digits_features(digits_store):
     """Real images and weights: SEAL's phi_hat separates the digit classes better than phi."""
     from seal_fast.metrics import triplet_accuracy
 
-    Z = np.array(digits_lite0.space("efficientnet-lite0"))
-    y = digits_lite0.labels()
+    Z = np.array(digits_store.space("efficientnet-lite0"))
+    y = digits_store.labels()
     model = SEAL(10, iterations=300, epochs=2, batch_size=256, restarts=1, device="cpu").fit(
-        [Z], patches=digits_lite0.patches())
+        [Z], patches=digits_store.patches())
     phi_hat = model.transform([Z])[0]
     assert triplet_accuracy(phi_hat, y, 5000) > triplet_accuracy(Z, y, 5000)
     assert evaluate(y, model.labels_)["acc"] > 40

@@ -1,0 +1,183 @@
+"""Accuracy of K-Means, TURTLE, SEAL and SATC on one dataset, 1-space and 2-space,
+over seeds, on the same cached features: the command behind the README's tables.
+
+    python bench/accuracy.py --dataset fashion-mnist --seeds 0 1 2 \
+        --out bench/results/accuracy-fashion-mnist.jsonl
+
+Datasets: `fashion-mnist` (fit on the 60k train split, label the 10k test split:
+the papers' protocol), `fashion-mnist-test` (fit and label the 10k test split),
+`digits` (fit and label scikit-learn's 1,797 digits), or any image folder / .npz
+(fit and label it all). The feature stores are made once with `seal-fast embed`'s
+code and cached under --cache, one per (images, network): its pooled space and its
+patch features; a row may take its visual spaces from some networks and its
+patches from another. Rows already in --out are skipped, so an interrupted run
+continues. Each row records ACC / NMI / ARI on the evaluated split, the fit time,
+the settings, the machine and the date; --table writes the Markdown summary
+(mean +- std over seeds) of everything in --out.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seal_fast import SATC, SEAL, TURTLE, FeatureStore, KMeans
+from seal_fast.embed import embed
+from seal_fast.metrics import evaluate, triplet_accuracy
+
+NETS = {"lite0": "efficientnet-lite0", "lite1": "efficientnet-lite1", "lite2": "efficientnet-lite2"}
+
+# name -> (method, visual networks, patch network or None, estimator settings)
+CONFIGS = {
+    "kmeans": ("kmeans", ["lite0"], None, {}),
+    "kmeans-2space": ("kmeans", ["lite0", "lite2"], None, {}),
+    "turtle": ("turtle", ["lite0"], None, {}),
+    "turtle-2space": ("turtle", ["lite0", "lite2"], None, {}),
+    "seal-same-network": ("seal", ["lite0"], "lite0", {}),
+    "seal": ("seal", ["lite0"], "lite2", {}),
+    "seal-lite1-patches": ("seal", ["lite0"], "lite1", {}),
+    "seal-2space": ("seal", ["lite0", "lite2"], "lite1", {}),
+    "satc": ("satc", ["lite0"], "lite2", {}),
+    "satc-same-network": ("satc", ["lite0"], "lite0", {}),
+}
+ESTIMATORS = {"kmeans": KMeans, "turtle": TURTLE, "seal": SEAL, "satc": SATC}
+
+
+def splits(dataset: str) -> tuple[str, str]:
+    """(source to fit on, source to evaluate on)."""
+    if dataset == "fashion-mnist":
+        return "fashion-mnist-train", "fashion-mnist-test"
+    return dataset, dataset
+
+
+def store_for(source: str, net: str, cache: Path) -> FeatureStore:
+    """The cached store of `source` embedded with network `net` (pooled space and patches)."""
+    name = Path(source).stem if os.sep in source or source.endswith(".npz") else source
+    path = cache / f"{name}-{net}"
+    try:
+        return FeatureStore(path)
+    except Exception:
+        print(f"embedding {source} with {NETS[net]} into {path} ...", file=sys.stderr, flush=True)
+        return embed(source, path, backbones=[NETS[net]], patch_backbone=NETS[net])
+
+
+def inputs(source: str, nets: list[str], patch_net: str | None, cache: Path):
+    spaces = [np.asarray(store_for(source, n, cache).space(NETS[n])) for n in nets]
+    patches = store_for(source, patch_net, cache).patches() if patch_net else None
+    labels = store_for(source, nets[0], cache).labels()
+    for n in nets[1:] + ([patch_net] if patch_net else []):
+        other = store_for(source, n, cache).labels()
+        if other is None or labels is None or not np.array_equal(other, labels):
+            raise SystemExit(f"the stores of {source} do not hold the same images in the same order")
+    return spaces, patches, labels
+
+
+def machine() -> str:
+    return f"{platform.node()}: {os.cpu_count()} CPUs, torch {torch.__version__}, " \
+           f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU'}"
+
+
+def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) -> dict:
+    method, nets, patch_net, settings = CONFIGS[config]
+    fit_source, eval_source = splits(dataset)
+    Zs, P, _ = inputs(fit_source, nets, patch_net, cache)
+    cls = ESTIMATORS[method]
+    params = {**settings, **{k: v for k, v in overrides.items() if k in cls.param_names()}}
+    eval_Zs, _, y = inputs(eval_source, nets, None, cache)
+    n_clusters = int(len(np.unique(y)))
+    model = cls(n_clusters, seed=seed, **params)
+    t0 = time.perf_counter()
+    model.fit(Zs, **({"patches": P} if method in ("seal", "satc") else {}))
+    fit_s = time.perf_counter() - t0
+    pred = model.labels_ if fit_source == eval_source else model.predict(eval_Zs)
+    row = {"dataset": dataset, "config": config, "method": method, "seed": seed,
+           "spaces": [NETS[n] for n in nets], "patches": NETS[patch_net] if patch_net else None,
+           "params": {k: v for k, v in model.get_params().items() if k not in ("verbose", "device")},
+           **evaluate(y, pred), "fit_s": round(fit_s, 1), "machine": machine(),
+           "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    details = getattr(model, "fit_details_", {})
+    if method == "seal":  # the paper's analysis: phi against phi_hat on the evaluated split
+        phi, phi_hat = np.asarray(eval_Zs[0]), model.transform(eval_Zs)[0]
+        row["triplet_phi"] = round(triplet_accuracy(phi, y, 10000, seed=seed), 4)
+        row["triplet_phi_hat"] = round(triplet_accuracy(phi_hat, y, 10000, seed=seed), 4)
+        row["kmeans_phi_acc"] = evaluate(y, KMeans(n_clusters, seed=seed).fit([phi]).labels_)["acc"]
+        row["kmeans_phi_hat_acc"] = evaluate(y, KMeans(n_clusters, seed=seed).fit([phi_hat]).labels_)["acc"]
+        row["labeling_iterations"] = model.n_iter_
+    if method in ("seal", "satc"):
+        restarts = model.restart_labels_[0] if method == "seal" else model.restart_labels_
+        if fit_source == eval_source:
+            row["restart_head_acc"] = [evaluate(y, r)["acc"] for r in restarts]
+        row["restart_kept"] = details["distill"][0]["restart_kept"] if method == "seal" else details["restart_kept"]
+    if method == "satc":
+        row["epochs_run"] = details["epochs_run"]
+    if method == "turtle":
+        row["labeling_iterations"] = model.n_iter_
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    """Mean +- std over seeds of every (dataset, config) in `rows`, in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["dataset"], r["config"]), []).append(r)
+    lines = ["| dataset | config | visual spaces | patches | seeds | ACC | NMI | ARI | fit (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (dataset, config), rs in groups.items():
+        def stat(key):
+            v = np.array([r[key] for r in rs], dtype=float)
+            return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+        spaces = " + ".join(s.replace("efficientnet-", "") for s in rs[0]["spaces"])
+        patches = (rs[0]["patches"] or "-").replace("efficientnet-", "")
+        lines.append(f"| {dataset} | {config} | {spaces} | {patches} | {len(rs)} | {stat('acc')} | {stat('nmi')} | "
+                     f"{stat('ari')} | {np.mean([r['fit_s'] for r in rs]):.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--cache", default="feats", help="folder of the cached feature stores")
+    p.add_argument("--out", required=True, help="JSONL of result rows (appended; existing rows are skipped)")
+    p.add_argument("--table", default=None, help="write the Markdown summary of --out here")
+    p.add_argument("--iterations", type=int, default=None, help="labeling iterations (turtle/seal)")
+    p.add_argument("--epochs", type=int, default=None, help="distillation epochs (seal/satc)")
+    p.add_argument("--restarts", type=int, default=None, help="distillation restarts (seal/satc)")
+    p.add_argument("--stop-tol", type=float, default=None, help="labeling stopping rule (turtle/seal)")
+    args = p.parse_args(argv)
+    overrides = {k: v for k, v in (("iterations", args.iterations), ("epochs", args.epochs),
+                                   ("restarts", args.restarts), ("stop_tol", args.stop_tol)) if v is not None}
+    out = Path(args.out)
+    done = set()
+    if out.exists():
+        for line in out.read_text().splitlines():
+            r = json.loads(line)
+            done.add((r["dataset"], r["config"], r["seed"], json.dumps(r.get("overrides", {}), sort_keys=True)))
+    key_overrides = json.dumps(overrides, sort_keys=True)
+    for config in args.configs:
+        for seed in args.seeds:
+            if (args.dataset, config, seed, key_overrides) in done:
+                continue
+            row = run_row(config, seed, args.dataset, Path(args.cache), overrides)
+            row["overrides"] = overrides
+            print(json.dumps(row), flush=True)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with open(out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+    if args.table:
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        Path(args.table).write_text(f"Made by `python bench/accuracy.py` ({' '.join(sys.argv[1:])}); rows in "
+                                    f"`{out}`.\n\n{table(rows)}\n")
+
+
+if __name__ == "__main__":
+    main()

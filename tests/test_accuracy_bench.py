@@ -1,0 +1,44 @@
+"""bench/accuracy.py, the command behind the README's accuracy tables, end to end on a
+tiny image set: stores made and cached, rows written, reruns skip done rows, table."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from seal_fast.data.sources import open_source
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "accuracy.py"
+
+
+def _load():
+    spec = importlib.util.spec_from_file_location("accuracy_bench", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_accuracy_bench_end_to_end(tmp_path):
+    digits = open_source("digits")
+    keep = np.concatenate([np.flatnonzero(digits.labels == c)[:8] for c in range(3)])
+    np.savez(tmp_path / "tiny.npz", images=np.stack([digits.read(int(i)) for i in keep]),
+             labels=digits.labels[keep])
+    bench = _load()
+    out, table = tmp_path / "rows.jsonl", tmp_path / "table.md"
+    args = ["--dataset", str(tmp_path / "tiny.npz"), "--configs", "kmeans", "turtle-2space", "seal", "satc",
+            "--seeds", "0", "1", "--cache", str(tmp_path / "cache"), "--out", str(out), "--table", str(table),
+            "--iterations", "3", "--epochs", "1", "--restarts", "2"]
+    bench.main(args)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["config"], r["seed"]) for r in rows] == [(c, s) for c in ("kmeans", "turtle-2space", "seal", "satc")
+                                                        for s in (0, 1)]
+    for r in rows:
+        assert 0 <= r["acc"] <= 100 and r["n"] == 24 and r["fit_s"] >= 0 and r["machine"] and r["date"]
+    seal = [r for r in rows if r["config"] == "seal"][0]
+    assert seal["spaces"] == ["efficientnet-lite0"] and seal["patches"] == "efficientnet-lite2"
+    assert seal["params"]["iterations"] == 3 and seal["params"]["restarts"] == 2
+    assert 0 <= seal["triplet_phi"] <= 1 and 0 <= seal["triplet_phi_hat"] <= 1 and len(seal["restart_head_acc"]) == 2
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["tiny-lite0", "tiny-lite2"]
+    assert "| tiny.npz | seal | lite0 | lite2 | 2 |" in table.read_text().replace(str(tmp_path) + "/", "")
+    bench.main(args)  # every row is done: nothing is appended
+    assert len(out.read_text().splitlines()) == len(rows)
