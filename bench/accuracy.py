@@ -127,17 +127,33 @@ def table(rows: list[dict]) -> str:
     """Mean +- std over seeds of every (dataset, config) in `rows`, in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["config"]), []).append(r)
-    lines = ["| dataset | config | visual spaces | patches | seeds | ACC | NMI | ARI | fit (s) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (dataset, config), rs in groups.items():
+        groups.setdefault((r["dataset"], r["config"], json.dumps(r.get("overrides", {}), sort_keys=True)),
+                          []).append(r)
+    lines = ["| dataset | config | visual spaces | patches | settings changed | seeds | ACC | NMI | ARI | fit (s) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (dataset, config, _), rs in groups.items():
         def stat(key):
             v = np.array([r[key] for r in rs], dtype=float)
             return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v[0]:.1f}"
         spaces = " + ".join(s.replace("efficientnet-", "") for s in rs[0]["spaces"])
         patches = (rs[0]["patches"] or "-").replace("efficientnet-", "")
-        lines.append(f"| {dataset} | {config} | {spaces} | {patches} | {len(rs)} | {stat('acc')} | {stat('nmi')} | "
+        changed = ", ".join(f"{k}={v}" for k, v in rs[0].get("overrides", {}).items()) or "defaults"
+        dataset = Path(dataset).name
+        lines.append(f"| {dataset} | {config} | {spaces} | {patches} | {changed} | {len(rs)} | {stat('acc')} | "
+                     f"{stat('nmi')} | "
                      f"{stat('ari')} | {np.mean([r['fit_s'] for r in rs]):.0f} |")
+    analysis = [(key, rs) for key, rs in groups.items() if "triplet_phi" in rs[0]]
+    if analysis:  # the paper's analysis of phi against phi_hat, and when the labeling stopped
+        lines += ["", "| dataset | config | settings changed | triplet acc. phi | triplet acc. phi_hat | "
+                      "K-Means ACC on phi | K-Means ACC on phi_hat | labeling iterations |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for (dataset, config, _), rs in analysis:
+            def mean(key, scale=1.0):
+                return f"{scale * np.mean([r[key] for r in rs]):.1f}"
+            changed = ", ".join(f"{k}={v}" for k, v in rs[0].get("overrides", {}).items()) or "defaults"
+            lines.append(f"| {Path(dataset).name} | {config} | {changed} | {mean('triplet_phi', 100)} | "
+                         f"{mean('triplet_phi_hat', 100)} | {mean('kmeans_phi_acc')} | {mean('kmeans_phi_hat_acc')} | "
+                         f"{mean('labeling_iterations')} |")
     return "\n".join(lines)
 
 

@@ -5,6 +5,8 @@ on synthetic data, with per-stage seconds, peak host memory and peak device memo
     python bench/scale.py --n 10000 40000 160000 640000 --out bench/results/scale-cpu.jsonl
     python bench/scale.py --n 1281167 --dims 768 1536 --clusters 1000 --device cuda --out ...   # ImageNet size
 
+    python bench/scale.py --summary bench/results/scale-cpu.jsonl   # the growth of every stage
+
 Iteration counts are fixed and small (they are not what is measured: the cost of
 one iteration at each N is), so a row's seconds are comparable across N. Peak
 host memory is the largest resident set seen while the stage ran (sampled every
@@ -132,16 +134,46 @@ def run(n: int, dims: list[int], k: int, device: torch.device, work: Path, itera
     return stages.rows
 
 
+def summary(path: str) -> str:
+    """Per stage: how seconds grow (the exponent b of seconds ~ N^b, a log-log fit) and
+    how peak host memory grows (a straight-line fit, MB per 100k rows, and its R^2)."""
+    rows = [json.loads(line) for line in open(path)]
+    stages: dict[str, list[dict]] = {}
+    for r in rows:
+        stages.setdefault(r["stage"], []).append(r)
+    ns = sorted({r["n"] for r in rows})
+    lines = ["| stage | " + " | ".join(f"N={n:,}: s, MB" for n in ns) + " | seconds ~ N^b | host MB per 100k rows (R^2) |",
+             "|---|" + "---|" * len(ns) + "---|---|"]
+    for name, rs in stages.items():
+        by_n = {r["n"]: r for r in rs}
+        n = np.array(sorted(by_n), dtype=float)
+        sec = np.array([by_n[int(k)]["seconds"] for k in n])
+        mem = np.array([by_n[int(k)]["peak_host_mb"] for k in n])
+        b = np.polyfit(np.log(n), np.log(np.maximum(sec, 1e-3)), 1)[0] if len(n) > 1 else float("nan")
+        slope, icept = np.polyfit(n, mem, 1) if len(n) > 1 else (float("nan"), 0.0)
+        resid = mem - (slope * n + icept)
+        r2 = 1 - resid.var() / mem.var() if len(n) > 1 and mem.var() > 0 else float("nan")
+        cells = " | ".join(f"{by_n[k]['seconds']:.1f}, {by_n[k]['peak_host_mb']:.0f}" if k in by_n else "-" for k in ns)
+        lines.append(f"| {name} | {cells} | {b:.2f} | {1e5 * slope:.0f} ({r2:.3f}) |")
+    return "\n".join(lines)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--summary", default=None, help="a JSONL this script wrote: print the growth table")
     p.add_argument("--n", nargs="+", type=int, default=[10_000, 40_000, 160_000, 640_000])
     p.add_argument("--dims", nargs="+", type=int, default=[32, 64])
     p.add_argument("--clusters", type=int, default=100)
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--work", default=None, help="folder for the synthetic stores (default: a temporary one)")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out")
     args = p.parse_args()
+    if args.summary:
+        print(summary(args.summary))
+        return
+    if not args.out:
+        p.error("--out is needed (or --summary)")
     device = torch.device(args.device)
     machine = (f"{platform.node()}: {os.cpu_count()} CPUs, torch {torch.__version__}, "
                f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}")
