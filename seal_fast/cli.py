@@ -19,8 +19,8 @@ from .models.seal import LABEL_ON, LABEL_RESTARTS
 
 # `cluster` options that set an estimator parameter of the same name; a method
 # whose constructor lacks the parameter refuses the option
-TUNABLE = ("iterations", "epochs", "restarts", "restart_choice", "n_neighbors", "label_on", "label_restarts",
-           "backend")
+TUNABLE = ("iterations", "stop_tol", "epochs", "restarts", "restart_choice", "n_neighbors", "label_on",
+           "label_restarts", "backend")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,9 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, metavar="RESULT.npy")
     c.add_argument("--save-model", default=None, metavar="MODEL")
     c.add_argument("--iterations", type=int, default=None,
-                   help="outer iterations T of human labeling (turtle/seal; default 6000)")
+                   help="outer iterations T of human labeling, at most (turtle/seal; default 6000)")
+    c.add_argument("--stop-tol", type=float, default=None,
+                   help="labeling stops once at most this share of a probe subset changes label in 3 windows "
+                        "of 100 iterations in a row (turtle/seal; default 0.02; 0: run all iterations)")
     c.add_argument("--epochs", type=int, default=None,
-                   help="mutual-distillation epochs (seal: default 20; satc: at most, default 200)")
+                   help="mutual-distillation epochs (seal: default 20; satc: at most, per restart, default 5)")
     c.add_argument("--restarts", type=int, default=None,
                    help="distillation restarts (seal: default 3, labels on all, see --label-restarts; "
                         "satc: default 5, keeps one, see --restart-choice)")

@@ -89,6 +89,9 @@ def _nan_store(tmp_path):
     ("restart_choice_seal", ["--n-clusters", "3", "--method", "seal", "--restart-choice", "neighbors"],
      "--restart-choice applies to satc only"),
     ("backend_kmeans", ["--n-clusters", "3", "--backend", "reference"], "--backend applies to turtle, seal and satc only"),
+    ("stop_tol_satc", ["--n-clusters", "3", "--method", "satc", "--stop-tol", "0.1"],
+     "--stop-tol applies to turtle and seal only"),
+    ("stop_tol_negative", ["--n-clusters", "3", "--method", "turtle", "--stop-tol", "-0.1"], "stop_tol"),
 ])
 def test_cluster_bad_input(capsys, tmp_path, store, case, args, message):
     res = tmp_path / "r.npy"
@@ -142,3 +145,12 @@ def test_unknown_method_exits_nonzero(tmp_path, store):
 def test_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "seal_fast", "info"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and json.loads(proc.stdout)["seal_fast"]
+
+
+def test_stop_rule_recorded_in_the_report(capsys, tmp_path, store):
+    res = tmp_path / "r.npy"
+    rc, _, err = run(capsys, "cluster", store.path, "--method", "turtle", "--n-clusters", 3, "--out", res,
+                     "--iterations", 400, "--stop-tol", 1.0)
+    assert rc == 0, err
+    details = json.loads(res.with_suffix(".json").read_text())["fit_details"]
+    assert details["labeling_iterations"] == 300 and details["labeling_stopped_early"]  # 3 quiet windows of 100

@@ -119,6 +119,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
         details["labeling_s"] = round(labeling.seconds, 3)
         details["labeling_s_per_iteration"] = labeling.seconds_per_iteration
         details["labeling_iterations"] = labeling.iterations
+        details["labeling_stopped_early"] = labeling.stopped_early
         details["labeling_trace"] = labeling.trace
         self.n_iter_ = labeling.iterations
         self.fit_details_ = details

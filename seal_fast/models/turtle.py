@@ -84,6 +84,8 @@ class TURTLE(LabelingSettings):
         self.seconds_per_iteration_ = result.seconds_per_iteration
         self.final_pred_error_ = result.pred_error
         self.final_entropy_ = result.entropy
+        self.fit_details_ = {"labeling_iterations": result.iterations, "labeling_stopped_early": result.stopped_early,
+                             "labeling_s": round(result.seconds, 3), "labeling_trace": result.trace}
         return self
 
     def predict_proba(self, Zs) -> np.ndarray:
