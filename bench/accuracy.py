@@ -160,7 +160,8 @@ def table(rows: list[dict]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    p.add_argument("--configs", nargs="*", default=list(CONFIGS), choices=list(CONFIGS),
+                   help="configs to run (default: all); none: only write the --table")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--cache", default="feats", help="folder of the cached feature stores")
     p.add_argument("--out", required=True, help="JSONL of result rows (appended; existing rows are skipped)")

@@ -2,9 +2,8 @@
 import pytest
 import torch
 
-from seal_fast._extension import use_compiled
 from seal_fast.distillation import ClusterHead, DistillConfig, Modality, mutual_distillation, neighbor_index
-from seal_fast.ops import cross_modal_infonce
+from seal_fast.ops import cross_modal_infonce, use_compiled
 
 from conftest import CUDA, run
 

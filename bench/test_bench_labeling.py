@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seal_fast._extension import compiled_available, use_compiled
+from seal_fast.ops import compiled_available, use_compiled
 from seal_fast.labeling import LabelingConfig, TaskEncoder, init_inner, outer_loss
 
 from conftest import CUDA, run

@@ -2,8 +2,7 @@
 import pytest
 import torch
 
-from seal_fast._extension import use_compiled
-from seal_fast.ops.patch_gat import patch_gat, patch_gat_reference, patch_knn
+from seal_fast.ops import patch_gat, patch_gat_reference, patch_knn, use_compiled
 
 from conftest import CUDA, run
 

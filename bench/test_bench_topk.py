@@ -3,8 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seal_fast._extension import use_compiled
-from seal_fast.ops.cosine_topk import cosine_topk
+from seal_fast.ops import cosine_topk, use_compiled
 
 from conftest import CUDA, run
 
