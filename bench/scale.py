@@ -10,7 +10,9 @@ on synthetic data, with per-stage seconds, peak host memory and peak device memo
 Iteration counts are fixed and small (they are not what is measured: the cost of
 one iteration at each N is), so a row's seconds are comparable across N. Peak
 host memory is the largest resident set seen while the stage ran (sampled every
-10 ms), minus the resident set before it; the data itself lives in a memory-mapped
+10 ms): `peak_rss_mb` as it is, `peak_host_mb` minus the resident set before the
+stage (memory the allocator kept from an earlier stage or N shows in the first, not
+the second, so the growth fit uses `peak_rss_mb`); the data itself lives in a memory-mapped
 store on disk, as it would for a user.
 """
 from __future__ import annotations
@@ -68,7 +70,7 @@ class Stages:
         watcher.join()
         peak[0] = max(peak[0], rss())
         row = {"stage": name, "seconds": round(seconds, 3), "peak_host_mb": round((peak[0] - base) / 2**20, 1),
-               **extra}
+               "peak_rss_mb": round(peak[0] / 2**20, 1), **extra}
         if self.device.type == "cuda":
             row["peak_device_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         self.rows.append(row)
@@ -142,18 +144,18 @@ def summary(path: str) -> str:
     for r in rows:
         stages.setdefault(r["stage"], []).append(r)
     ns = sorted({r["n"] for r in rows})
-    lines = ["| stage | " + " | ".join(f"N={n:,}: s, MB" for n in ns) + " | seconds ~ N^b | host MB per 100k rows (R^2) |",
+    lines = ["| stage | " + " | ".join(f"N={n:,}: s, MB" for n in ns) + " | seconds ~ N^b | peak RSS: MB per 100k rows (R^2) |",
              "|---|" + "---|" * len(ns) + "---|---|"]
     for name, rs in stages.items():
         by_n = {r["n"]: r for r in rs}
         n = np.array(sorted(by_n), dtype=float)
         sec = np.array([by_n[int(k)]["seconds"] for k in n])
-        mem = np.array([by_n[int(k)]["peak_host_mb"] for k in n])
+        mem = np.array([by_n[int(k)]["peak_rss_mb"] for k in n])
         b = np.polyfit(np.log(n), np.log(np.maximum(sec, 1e-3)), 1)[0] if len(n) > 1 else float("nan")
         slope, icept = np.polyfit(n, mem, 1) if len(n) > 1 else (float("nan"), 0.0)
         resid = mem - (slope * n + icept)
         r2 = 1 - resid.var() / mem.var() if len(n) > 1 and mem.var() > 0 else float("nan")
-        cells = " | ".join(f"{by_n[k]['seconds']:.1f}, {by_n[k]['peak_host_mb']:.0f}" if k in by_n else "-" for k in ns)
+        cells = " | ".join(f"{by_n[k]['seconds']:.1f}, {by_n[k]['peak_rss_mb']:.0f}" if k in by_n else "-" for k in ns)
         lines.append(f"| {name} | {cells} | {b:.2f} | {1e5 * slope:.0f} ({r2:.3f}) |")
     return "\n".join(lines)
 

@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="backbone for the patch features, a second network as in the papers, "
                         "or 'none' (default: efficientnet-lite2)")
     e.add_argument("--weights", nargs="+", default=[], metavar="[NAME=]PATH",
-                   help="local checkpoint(s); a bare PATH applies to the only backbone named")
+                   help="local checkpoint(s) as NAME=PATH; a bare PATH applies to the one --backbone named")
     e.add_argument("--device", default="auto")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--chunk-size", type=int, default=1024,
@@ -161,17 +161,19 @@ def cmd_info(args):
         return 1 if failed else 0
 
 
-def _parse_weights(items, backbones, patch_backbone) -> dict:
-    named = [b for b in dict.fromkeys(backbones + ([patch_backbone] if patch_backbone else []))]
+def _parse_weights(items, backbones, patch_backbone, explicit) -> dict:
+    """{backbone: checkpoint path} from --weights. A bare PATH belongs to the one backbone
+    named with --backbone, or to the only backbone in use; otherwise NAME=PATH is needed."""
+    used = list(dict.fromkeys(backbones + ([patch_backbone] if patch_backbone else [])))
+    owners = explicit if explicit and len(explicit) == 1 else used
     out = {}
     for item in items:
         if "=" in item and not Path(item).exists():
             name, path = item.split("=", 1)
         else:
-            non_default = [b for b in named if b != "efficientnet-lite0"] or named
-            if len(non_default) != 1:
-                raise SealFastError("several backbones are used: give --weights as NAME=PATH")
-            name, path = non_default[0], item
+            if len(owners) != 1:
+                raise SealFastError(f"several backbones are used ({', '.join(used)}): give --weights as NAME=PATH")
+            name, path = owners[0], item
         if not Path(path).is_file():
             raise SealFastError(f"weights file {path} does not exist")
         out[name] = path
@@ -184,7 +186,7 @@ def cmd_embed(args):
 
     backbones = args.backbone or [DEFAULT_BACKBONE]
     patch = None if args.patch_backbone in ("none", "") else args.patch_backbone
-    weights = _parse_weights(args.weights, backbones, patch)
+    weights = _parse_weights(args.weights, backbones, patch, args.backbone)
     if args.text:  # fail before the long part, not after it
         from .backbones.clip import CLIP_MODELS
         from .text import read_nouns

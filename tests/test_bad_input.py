@@ -333,9 +333,17 @@ def test_embed_out_that_is_not_a_store(tmp_path):
     one_line_error(rc, err, "not a feature store")
     assert (tmp_path / "file").read_text() == "keep me" and sorted(os.listdir(mine)) == ["thesis.tex"]
     (tmp_path / "junk.pt").write_bytes(b"not weights")
+    rc, _, err = cli("embed", tmp_path / "s.npz", "--out", tmp_path / "f", "--weights",
+                     f"efficientnet-lite0={tmp_path / 'junk.pt'}", "--quiet")
+    one_line_error(rc, err, "could not load efficientnet-lite0 weights")
+    # two backbones by default (visual + patch network): a bare path would be a guess
     rc, _, err = cli("embed", tmp_path / "s.npz", "--out", tmp_path / "f", "--weights", tmp_path / "junk.pt",
                      "--quiet")
-    one_line_error(rc, err, "could not load efficientnet-lite0 weights")
+    one_line_error(rc, err, "several backbones are used (efficientnet-lite0, efficientnet-lite2)")
+    rc, _, err = cli("embed", tmp_path / "s.npz", "--out", tmp_path / "f", "--backbone", "efficientnet-lite1",
+                     "--weights", tmp_path / "junk.pt", "--quiet")
+    one_line_error(rc, err, "could not load efficientnet-lite1 weights")
+    assert not (tmp_path / "f").exists()
 
 
 # --- the Python API's unclear errors ------------------------------------------------------------------

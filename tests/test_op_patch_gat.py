@@ -36,8 +36,11 @@ def test_matches_reference(device, dtype, pool, B, M, c, C, k):
                                                           dtype=dtype).view_as(ref)).sum(), ref_args)
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(out, ref, **tol)
+    # float32 weight gradients sum B*M*k products in another order than the reference's
+    # GEMM (which also changes with the thread count): 1e-5 absolute is below that noise
+    grad_tol = dict(rtol=1e-4, atol=5e-5) if dtype == torch.float32 else tol
     for gg, rr in zip(grads, ref_grads):
-        torch.testing.assert_close(gg, rr, **tol)
+        torch.testing.assert_close(gg, rr, **grad_tol)
 
 
 @needs_ops
