@@ -123,6 +123,14 @@ def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) 
     return row
 
 
+def settings_changed(row: dict) -> str:
+    """The row's estimator settings that differ from the package's current defaults."""
+    defaults = json.loads(json.dumps(ESTIMATORS[row["method"]](2).get_params(), default=str))
+    changed = [f"{k}={v}" for k, v in row["params"].items()
+               if k not in ("seed", "n_clusters") and defaults.get(k) != v]
+    return ", ".join(changed) or "defaults"
+
+
 def table(rows: list[dict]) -> str:
     """Mean +- std over seeds of every (dataset, config) in `rows`, in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
@@ -137,7 +145,7 @@ def table(rows: list[dict]) -> str:
             return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v[0]:.1f}"
         spaces = " + ".join(s.replace("efficientnet-", "") for s in rs[0]["spaces"])
         patches = (rs[0]["patches"] or "-").replace("efficientnet-", "")
-        changed = ", ".join(f"{k}={v}" for k, v in rs[0].get("overrides", {}).items()) or "defaults"
+        changed = settings_changed(rs[0])
         dataset = Path(dataset).name
         lines.append(f"| {dataset} | {config} | {spaces} | {patches} | {changed} | {len(rs)} | {stat('acc')} | "
                      f"{stat('nmi')} | "
@@ -150,7 +158,7 @@ def table(rows: list[dict]) -> str:
         for (dataset, config, _), rs in analysis:
             def mean(key, scale=1.0):
                 return f"{scale * np.mean([r[key] for r in rs]):.1f}"
-            changed = ", ".join(f"{k}={v}" for k, v in rs[0].get("overrides", {}).items()) or "defaults"
+            changed = settings_changed(rs[0])
             lines.append(f"| {Path(dataset).name} | {config} | {changed} | {mean('triplet_phi', 100)} | "
                          f"{mean('triplet_phi_hat', 100)} | {mean('kmeans_phi_acc')} | {mean('kmeans_phi_hat_acc')} | "
                          f"{mean('labeling_iterations')} |")

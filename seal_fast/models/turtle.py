@@ -22,12 +22,12 @@ class TURTLE(LabelingSettings):
     n_clusters : int
     iterations : int, default 6000
         Outer iterations T (at most, with the stopping rule).
-    stop_tol, stop_window, stop_patience : float, int, int, default 0.02, 100, 3
+    stop_tol, stop_window, stop_patience : float, int, int, default 0.0, 100, 3
         Label-free stopping: every `stop_window` iterations the labels of a fixed
         probe subset of 5,000 rows are compared with the last window's; the search
         stops once at most a `stop_tol` share changed in `stop_patience` windows in
-        a row (by default: at most 2% in each of 3 windows of 100). 0 runs all
-        `iterations`. `n_iter_` says how many ran.
+        a row. 0 (the default) runs all `iterations`; 0.02 is the measured
+        candidate (README). `n_iter_` says how many ran.
     inner_steps : int, default 10
         Adam steps M of the inner linear classifiers (cold start each iteration).
     gamma : float, default 10
