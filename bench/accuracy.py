@@ -88,10 +88,11 @@ def machine() -> str:
 def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) -> dict:
     method, nets, patch_net, settings = CONFIGS[config]
     fit_source, eval_source = splits(dataset)
-    Zs, P, _ = inputs(fit_source, nets, patch_net, cache)
+    Zs, P, fit_y = inputs(fit_source, nets, patch_net, cache)
     cls = ESTIMATORS[method]
     params = {**settings, **{k: v for k, v in overrides.items() if k in cls.param_names()}}
-    eval_Zs, _, y = inputs(eval_source, nets, None, cache)
+    # fit and label the same images: the spaces just read are the ones to score
+    eval_Zs, _, y = (Zs, None, fit_y) if eval_source == fit_source else inputs(eval_source, nets, None, cache)
     n_clusters = int(len(np.unique(y)))
     model = cls(n_clusters, seed=seed, **params)
     t0 = time.perf_counter()
@@ -132,20 +133,18 @@ def settings_changed(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """Mean +- std over seeds of every (dataset, config) in `rows`, in first-seen order."""
+    """Mean +- std over seeds of every (dataset, config, settings changed) in `rows`, in first-seen order."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["dataset"], r["config"], json.dumps(r.get("overrides", {}), sort_keys=True)),
-                          []).append(r)
+        groups.setdefault((r["dataset"], r["config"], settings_changed(r)), []).append(r)
     lines = ["| dataset | config | visual spaces | patches | settings changed | seeds | ACC | NMI | ARI | fit (s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for (dataset, config, _), rs in groups.items():
+    for (dataset, config, changed), rs in groups.items():
         def stat(key):
             v = np.array([r[key] for r in rs], dtype=float)
             return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v[0]:.1f}"
         spaces = " + ".join(s.replace("efficientnet-", "") for s in rs[0]["spaces"])
         patches = (rs[0]["patches"] or "-").replace("efficientnet-", "")
-        changed = settings_changed(rs[0])
         dataset = Path(dataset).name
         lines.append(f"| {dataset} | {config} | {spaces} | {patches} | {changed} | {len(rs)} | {stat('acc')} | "
                      f"{stat('nmi')} | "
@@ -155,10 +154,9 @@ def table(rows: list[dict]) -> str:
         lines += ["", "| dataset | config | settings changed | triplet acc. phi | triplet acc. phi_hat | "
                       "K-Means ACC on phi | K-Means ACC on phi_hat | labeling iterations |",
                   "|---|---|---|---|---|---|---|---|"]
-        for (dataset, config, _), rs in analysis:
+        for (dataset, config, changed), rs in analysis:
             def mean(key, scale=1.0):
                 return f"{scale * np.mean([r[key] for r in rs]):.1f}"
-            changed = settings_changed(rs[0])
             lines.append(f"| {Path(dataset).name} | {config} | {changed} | {mean('triplet_phi', 100)} | "
                          f"{mean('triplet_phi_hat', 100)} | {mean('kmeans_phi_acc')} | {mean('kmeans_phi_hat_acc')} | "
                          f"{mean('labeling_iterations')} |")
