@@ -71,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="outer iterations T of human labeling, at most (turtle/seal; default 6000)")
     c.add_argument("--stop-tol", type=float, default=None,
                    help="labeling stops once at most this share of a probe subset changes label in 3 windows "
-                        "of 100 iterations in a row (turtle/seal; default 0: run all iterations; 0.02 measured in the README)")
+                        "of 100 iterations in a row (turtle/seal; default 0.02, measured in the README; 0: run all iterations)")
     c.add_argument("--epochs", type=int, default=None,
                    help="mutual-distillation epochs (seal: default 20; satc: at most, per restart, default 5)")
     c.add_argument("--restarts", type=int, default=None,

@@ -50,7 +50,7 @@ def test_stopped_run_is_the_prefix_of_the_full_run():
 
 def test_turtle_default_rule_and_its_record():
     Zs = _spaces(2)
-    assert TURTLE(3).stop_tol == 0.0 and TURTLE(3).stop_patience == 3  # off by default
+    assert TURTLE(3).stop_tol == 0.02 and TURTLE(3).stop_patience == 3  # on by default
     quick = TURTLE(3, iterations=400, stop_window=20, stop_tol=1.0, seed=0).fit([Zs[0].numpy()])
     assert quick.n_iter_ == 60  # every window is "quiet" with tol 1: stops after 3 windows
     fixed = TURTLE(3, iterations=90, stop_window=20, stop_tol=0.0, seed=0).fit([Zs[0].numpy()])
