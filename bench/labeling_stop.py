@@ -43,20 +43,28 @@ def summary(path: str, tols: list[float], patience: int) -> str:
     rows = [json.loads(line) for line in open(path)]
     lines = ["| store | method | seed | T | ACC at T | s at T | " + " | ".join(f"tol {t}: stop, ACC, s" for t in tols) + " |",
              "|---|---|---|---|---|---|" + "---|" * len(tols)]
-    deltas = {t: [] for t in tols}
+    deltas = {}  # (tol, store, method) -> ACC at the stop minus ACC at T, per run
     for r in rows:
         last = r["windows"][-1]
+        store = r["store"].rstrip("/").split("/")[-1]
         cells = []
         for t in tols:
             w = stop_point(r["windows"], t, patience)
-            deltas[t].append(w["acc"] - last["acc"])
+            deltas.setdefault((t, store, r["method"]), []).append(w["acc"] - last["acc"])
             cells.append(f"{w['iteration']}, {w['acc']:.2f}, {w['seconds']:.0f}")
-        lines.append(f"| {r['store'].rstrip('/').split('/')[-1]} | {r['method']} | {r['seed']} | {last['iteration']} | "
+        lines.append(f"| {store} | {r['method']} | {r['seed']} | {last['iteration']} | "
                      f"{last['acc']:.2f} | {last['seconds']:.0f} | " + " | ".join(cells) + " |")
-    lines.append("")
-    lines += [f"tol {t}: ACC at the stop minus ACC at T, mean {np.mean(d):+.2f}, min {np.min(d):+.2f}, "
-              f"max {np.max(d):+.2f} over {len(d)} runs" for t, d in deltas.items()]
+    lines += ["", "ACC at the stop minus ACC at T:", ""]
+    for t in tols:
+        groups = {k[1:]: d for k, d in deltas.items() if k[0] == t}
+        every = [x for d in groups.values() for x in d]
+        lines.append(f"- tol {t}: " + "; ".join(f"{store} {method} {_spread(d)}" for (store, method), d in groups.items())
+                     + f"; all {_spread(every)}")
     return "\n".join(lines)
+
+
+def _spread(d: list[float]) -> str:
+    return f"mean {np.mean(d):+.2f} (min {np.min(d):+.2f}, max {np.max(d):+.2f}, {len(d)} runs)"
 
 
 def main():
