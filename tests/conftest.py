@@ -1,3 +1,6 @@
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -54,3 +57,12 @@ def _ops_built():
 
 
 needs_ops = pytest.mark.skipif(not _ops_built(), reason="compiled ops not built")
+
+
+def load_bench(name: str):
+    """A script of bench/ as a module (bench/ is not a package: its scripts are run by path)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

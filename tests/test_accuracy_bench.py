@@ -1,21 +1,11 @@
 """bench/accuracy.py, the command behind the README's accuracy tables, end to end on a
 tiny image set: stores made and cached, rows written, reruns skip done rows, table."""
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
+from conftest import load_bench
 
 from seal_fast.data.sources import open_source
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "accuracy.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("accuracy_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_accuracy_bench_end_to_end(tmp_path):
@@ -23,7 +13,7 @@ def test_accuracy_bench_end_to_end(tmp_path):
     keep = np.concatenate([np.flatnonzero(digits.labels == c)[:8] for c in range(3)])
     np.savez(tmp_path / "tiny.npz", images=np.stack([digits.read(int(i)) for i in keep]),
              labels=digits.labels[keep])
-    bench = _load()
+    bench = load_bench("accuracy")
     out, table = tmp_path / "rows.jsonl", tmp_path / "table.md"
     args = ["--dataset", str(tmp_path / "tiny.npz"), "--configs", "kmeans", "turtle-2space", "seal", "satc",
             "--seeds", "0", "1", "--cache", str(tmp_path / "cache"), "--out", str(out), "--table", str(table),

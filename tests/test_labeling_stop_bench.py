@@ -1,17 +1,8 @@
 """bench/labeling_stop.py's replay of the stopping rule on recorded windows: the
 numbers behind the README's "Stopping rule" table and the default it chose."""
-import importlib.util
 import json
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "labeling_stop.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("labeling_stop_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_bench
 
 
 def _windows(changed, accs):
@@ -20,7 +11,7 @@ def _windows(changed, accs):
 
 
 def test_stop_point_needs_patience_quiet_windows_in_a_row():
-    bench = _load()
+    bench = load_bench("labeling_stop")
     w = _windows([1.0, 0.01, 0.03, 0.01, 0.02, 0.0, 0.0], [50, 60, 61, 62, 63, 64, 65])
     assert bench.stop_point(w, 0.02, 3)["iteration"] == 600  # the 0.03 at 300 resets the count
     assert bench.stop_point(w, 0.05, 3)["iteration"] == 400
@@ -28,7 +19,7 @@ def test_stop_point_needs_patience_quiet_windows_in_a_row():
 
 
 def test_summary_groups_the_acc_change_by_store_and_method(tmp_path):
-    bench = _load()
+    bench = load_bench("labeling_stop")
     rows = [{"store": "feats/a-lite0", "method": "turtle", "seed": 0,
              "windows": _windows([1.0, 0.0, 0.0, 0.0, 0.0], [50, 60, 61, 62, 70])},
             {"store": "feats/b-lite0/", "method": "seal", "seed": 1,
