@@ -183,7 +183,7 @@ def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: Labeling
             if on_window is not None:
                 on_window(done, encoder)
             if progress:
-                bar.set_postfix(pred_error=f"{float(pred_error):.3f}", entropy=f"{float(entropy):.3f}",
+                bar.set_postfix(pred_error=f"{float(pred_error.detach()):.3f}", entropy=f"{float(entropy.detach()):.3f}",
                                 changed=f"{changed:.4f}")
             if config.stop_tol > 0 and settled >= config.stop_patience:
                 break
