@@ -25,18 +25,14 @@ import numpy as np
 import torch
 
 from seal_fast import SEAL, FeatureStore
-from seal_fast.labeling import LabelingConfig, human_labeling
+from seal_fast.labeling import LabelingConfig, StopRule, human_labeling
 from seal_fast.metrics import evaluate
 
 
 def stop_point(windows: list[dict], tol: float, patience: int) -> dict:
-    """The window at which the rule (share changed <= tol in `patience` windows in a row) stops."""
-    settled = 0
-    for w in windows:
-        settled = settled + 1 if w["changed"] <= tol else 0
-        if settled >= patience:
-            return w
-    return windows[-1]
+    """The window at which the labeling's own rule (share changed <= tol in `patience` windows in a row) stops."""
+    rule = StopRule(tol, patience)
+    return next((w for w in windows if rule.update(w["changed"])), windows[-1])
 
 
 def summary(path: str, tols: list[float], patience: int) -> str:

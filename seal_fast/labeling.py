@@ -145,6 +145,19 @@ class _ProbeLabels:
         return share
 
 
+class StopRule:
+    """The label-free stopping rule, fed one window at a time: stop once at most a
+    `tol` share of the probe changed label in `patience` windows in a row (tol 0: never)."""
+
+    def __init__(self, tol: float, patience: int):
+        self.tol, self.patience, self.settled = tol, patience, 0
+
+    def update(self, changed: float) -> bool:
+        """Record a window's share of changed probe labels; True when the search should stop."""
+        self.settled = self.settled + 1 if changed <= self.tol else 0
+        return self.tol > 0 and self.settled >= self.patience
+
+
 def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: LabelingConfig = LabelingConfig(),
                    *, seed: int = 0, backend: str = "auto", progress: bool = False, desc: str = "labeling",
                    on_window: Callable[[int, TaskEncoder], None] | None = None) -> LabelingResult:
@@ -159,7 +172,8 @@ def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: Labeling
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.outer_lr, betas=tuple(config.betas))
     pred_error = entropy = torch.zeros((), device=device)
     probe = _ProbeLabels(Zs, config.probe_size, seed)
-    trace, window_loss, settled, done = [], 0.0, 0, 0
+    rule = StopRule(config.stop_tol, config.stop_patience)
+    trace, window_loss, done = [], 0.0, 0
     t0 = time.perf_counter()
     bar = tqdm(range(config.iterations), desc=desc, disable=not progress, mininterval=1.0)
     for it in bar:
@@ -179,13 +193,13 @@ def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: Labeling
             changed = probe.changed(encoder)
             trace.append((done, round(changed, 5), round(float(window_loss) / config.stop_window, 5)))
             window_loss = 0.0
-            settled = settled + 1 if changed <= config.stop_tol else 0
+            stop = rule.update(changed)
             if on_window is not None:
                 on_window(done, encoder)
             if progress:
                 bar.set_postfix(pred_error=f"{float(pred_error.detach()):.3f}", entropy=f"{float(entropy.detach()):.3f}",
                                 changed=f"{changed:.4f}")
-            if config.stop_tol > 0 and settled >= config.stop_patience:
+            if stop:
                 break
     bar.close()
     seconds = time.perf_counter() - t0
