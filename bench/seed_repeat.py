@@ -16,9 +16,9 @@ import torch
 from seal_fast import SEAL, FeatureStore
 
 
-def fit(Z, P, threads: int, backend: str):
+def fit(Z, P, n_clusters: int, threads: int, backend: str):
     torch.set_num_threads(threads)
-    model = SEAL(10, seed=0, epochs=1, restarts=1, iterations=100, backend=backend, verbose=False)
+    model = SEAL(n_clusters, seed=0, epochs=1, restarts=1, iterations=100, backend=backend, verbose=False)
     model.fit([Z], patches=P)
     return model.labels_, model.transform([Z])[0]
 
@@ -28,11 +28,12 @@ def main(argv=None):
     p.add_argument("--store", required=True)
     p.add_argument("--patches", required=True, help="a store of the same images whose patches SEAL uses")
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    p.add_argument("--n-clusters", type=int, default=10)
     p.add_argument("--backend", default="auto")
     args = p.parse_args(argv)
     store = FeatureStore(args.store)
     Z, P = np.asarray(store.space(store.spaces[0])), FeatureStore(args.patches).patches()
-    runs = {(t, i): fit(Z, P, t, args.backend) for t in args.threads for i in (0, 1)}
+    runs = {(t, i): fit(Z, P, args.n_clusters, t, args.backend) for t in args.threads for i in (0, 1)}
     print("| fit A (threads, run) | fit B | max abs diff of phi_hat | labels equal |")
     print("|---|---|---|---|")
     for a, b in itertools.combinations(runs, 2):
