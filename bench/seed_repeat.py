@@ -33,7 +33,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     store = FeatureStore(args.store)
     Z, P = np.asarray(store.space(store.spaces[0])), FeatureStore(args.patches).patches()
-    runs = {(t, i): fit(Z, P, args.n_clusters, t, args.backend) for t in args.threads for i in (0, 1)}
+    threads_before = torch.get_num_threads()
+    try:  # the caller (a test session, say) keeps its own thread count
+        runs = {(t, i): fit(Z, P, args.n_clusters, t, args.backend) for t in args.threads for i in (0, 1)}
+    finally:
+        torch.set_num_threads(threads_before)
     print("| fit A (threads, run) | fit B | max abs diff of phi_hat | labels equal |")
     print("|---|---|---|---|")
     for a, b in itertools.combinations(runs, 2):
