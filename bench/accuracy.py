@@ -58,15 +58,24 @@ def splits(dataset: str) -> tuple[str, str]:
     return dataset, dataset
 
 
-def store_for(source: str, net: str, cache: Path) -> FeatureStore:
-    """The cached store of `source` embedded with network `net` (pooled space and patches)."""
+def store_for(source: str, net: str, cache: Path, compile: bool = False) -> FeatureStore:
+    """The cached store of `source` embedded with network `net` (pooled space and patches);
+    `compile` runs the network through torch.compile when the store has to be made."""
     name = Path(source).stem if os.sep in source or source.endswith(".npz") else source
     path = cache / f"{name}-{net}"
     try:
         return FeatureStore(path)
     except Exception:
         print(f"embedding {source} with {NETS[net]} into {path} ...", file=sys.stderr, flush=True)
-        return embed(source, path, backbones=[NETS[net]], patch_backbone=NETS[net])
+        return embed(source, path, backbones=[NETS[net]], patch_backbone=NETS[net], compile=compile)
+
+
+def make_stores(dataset: str, configs: list[str], cache: Path, compile: bool) -> None:
+    """Every store the configs read, made (or found) before any fit."""
+    nets = dict.fromkeys(n for c in configs for n in CONFIGS[c][1] + ([CONFIGS[c][2]] if CONFIGS[c][2] else []))
+    for source in dict.fromkeys(splits(dataset)):
+        for net in nets:
+            store_for(source, net, cache, compile)
 
 
 def inputs(source: str, nets: list[str], patch_net: str | None, cache: Path):
@@ -176,6 +185,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="distillation epochs (seal/satc)")
     p.add_argument("--restarts", type=int, default=None, help="distillation restarts (seal/satc)")
     p.add_argument("--stop-tol", type=float, default=None, help="labeling stopping rule (turtle/seal)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the networks while making stores (about 1.7x faster embedding on CPU)")
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("iterations", args.iterations), ("epochs", args.epochs),
                                    ("restarts", args.restarts), ("stop_tol", args.stop_tol)) if v is not None}
@@ -186,6 +197,7 @@ def main(argv=None):
             r = json.loads(line)
             done.add((r["dataset"], r["config"], r["seed"], json.dumps(r.get("overrides", {}), sort_keys=True)))
     key_overrides = json.dumps(overrides, sort_keys=True)
+    make_stores(args.dataset, args.configs, Path(args.cache), args.compile)
     for config in args.configs:
         for seed in args.seeds:
             if (args.dataset, config, seed, key_overrides) in done:

@@ -109,7 +109,7 @@ def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
                                 "device": str(dev)})
     store = distributed.on_rank0_then_share(
         lambda: _assemble(out, partial, n, src, models, wanted, job, max(r["seconds"] for r in ranks),
-                          ranks if world > 1 else None))
+                          compile, ranks if world > 1 else None))
     if rank == 0:
         shutil.rmtree(partial, ignore_errors=True)
     return store if store is not None else FeatureStore(out)
@@ -214,7 +214,8 @@ def _embed_chunk(src, start: int, stop: int, deadline: float, models, runners, w
     return end
 
 
-def _assemble(out: Path, partial: Path, n: int, src, models, wanted, job, seconds, ranks=None) -> FeatureStore:
+def _assemble(out: Path, partial: Path, n: int, src, models, wanted, job, seconds, compiled: bool,
+              ranks=None) -> FeatureStore:
     """Concatenate the chunks into the store's arrays, streaming through memory maps."""
     chunks = _chunks(partial)
     ends = [0] + [end for _, end, _ in chunks]
@@ -262,6 +263,7 @@ def _assemble(out: Path, partial: Path, n: int, src, models, wanted, job, second
         "skipped": [{"index": i, "name": name, "reason": reason} for i, name, reason in failed],
         "n_skipped": len(failed),
         "embed_seconds": round(seconds, 2),
+        "compiled": compiled,  # torch.compile'd backbones: the same features up to float rounding
     }
     if ranks is not None:  # made by several processes (torchrun): who embedded what, how fast
         meta["distributed"] = {"world_size": len(ranks), "ranks": ranks}

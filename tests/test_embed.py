@@ -88,3 +88,17 @@ def test_no_patches(tmp_path):
     imgs, _ = _images(3)
     store = embed(ArraySource(imgs), tmp_path / "f", patch_backbone=None, progress=False)
     assert not store.has("patches") and store.labels() is None
+
+
+def test_compiled_backbones_give_the_same_store(tmp_path):
+    # torch.compile (the --compile flag) is a speed option: the features must not change
+    # beyond float rounding, through the recompile for the short last batch too
+    imgs, y = _images(6, seed=3)
+    kw = dict(patch_backbone="efficientnet-lite0", batch_size=4, chunk_size=8, progress=False)
+    eager = embed(ArraySource(imgs, y), tmp_path / "eager", **kw)
+    compiled = embed(ArraySource(imgs, y), tmp_path / "compiled", compile=True, **kw)
+    np.testing.assert_allclose(compiled.space("efficientnet-lite0"), eager.space("efficientnet-lite0"),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(compiled.patches().astype(np.float32), eager.patches().astype(np.float32),
+                               rtol=1e-2, atol=1e-2)
+    assert compiled.manifest["compiled"] is True and eager.manifest["compiled"] is False
