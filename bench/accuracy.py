@@ -186,7 +186,8 @@ def main(argv=None):
     p.add_argument("--restarts", type=int, default=None, help="distillation restarts (seal/satc)")
     p.add_argument("--stop-tol", type=float, default=None, help="labeling stopping rule (turtle/seal)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the networks while making stores (about 1.7x faster embedding on CPU)")
+                   help="torch.compile the networks while making stores (faster on CPU for large N; "
+                        "bench/test_bench_embed.py times it)")
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("iterations", args.iterations), ("epochs", args.epochs),
                                    ("restarts", args.restarts), ("stop_tol", args.stop_tol)) if v is not None}
