@@ -46,8 +46,9 @@ def rss() -> int:
 class Stages:
     """Times stages and samples the resident set and the device's peak memory while each runs."""
 
-    def __init__(self, device: torch.device, verbose: bool = True):
-        self.device, self.rows, self.verbose = device, [], verbose
+    def __init__(self, device: torch.device, verbose: bool = True, emit=None):
+        # emit(row) is called as each stage ends, so a run cut short keeps the stages it finished
+        self.device, self.rows, self.verbose, self.emit = device, [], verbose, emit
 
     @contextmanager
     def stage(self, name: str, **extra):
@@ -74,6 +75,8 @@ class Stages:
         if self.device.type == "cuda":
             row["peak_device_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         self.rows.append(row)
+        if self.emit is not None:
+            self.emit(row)
         if self.verbose:
             print(json.dumps(row), flush=True)
 
@@ -100,9 +103,9 @@ def synthetic_store(path: Path, n: int, dims: list[int], k: int, patches: tuple[
     return write_store(path, spaces=spaces, patches=P, labels=y)
 
 
-def run(n: int, dims: list[int], k: int, device: torch.device, work: Path, iterations: int) -> list[dict]:
+def run(n: int, dims: list[int], k: int, device: torch.device, work: Path, iterations: int, emit=None) -> list[dict]:
     store_path = work / f"store-{n}"
-    stages = Stages(device)
+    stages = Stages(device, emit=emit)
     with stages.stage("write store (synthetic data)", n=n):
         synthetic_store(store_path, n, dims, k, (9, 16))
     with stages.stage("open store (memory maps)", n=n):
@@ -127,7 +130,7 @@ def run(n: int, dims: list[int], k: int, device: torch.device, work: Path, itera
                                      n_clusters=k, restarts=1, seed=0, device=device)
     with stages.stage(f"seal: labeling on phi + phi_hat ({iterations} iterations)", n=n):
         spaces = [X[0], spatially_aware_embedding(runs.modalities[0].head, X[0])]
-        result = human_labeling(spaces, k, LabelingConfig(iterations=iterations))
+        result = human_labeling(spaces, k, LabelingConfig(iterations=iterations, stop_tol=0.0))
     with stages.stage("seal: labels of all rows (blockwise)", n=n):
         result.encoder.predict(spaces)
     with stages.stage("seal: whole fit (1 restart, 1 epoch)", n=n):
@@ -181,12 +184,14 @@ def main():
                f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}")
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         run(2000, args.dims, args.clusters, device, Path(tmp), 2)  # warm-up: first calls load kernels and libraries
+        def emit(row):
+            row = {**row, "dims": args.dims, "clusters": args.clusters, "device": str(device), "machine": machine,
+                   "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
         for n in args.n:
-            for row in run(n, args.dims, args.clusters, device, Path(tmp), args.iterations):
-                row.update(dims=args.dims, clusters=args.clusters, device=str(device), machine=machine,
-                           date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+            run(n, args.dims, args.clusters, device, Path(tmp), args.iterations, emit=emit)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_modal_infonce_aten(const at
   TORCH_CHECK(A_in.dim() == 2 && A_in.sizes() == B_in.sizes(), "cross_modal_infonce: A and B must both be (B, K)");
   TORCH_CHECK(level == 0 || level == 1, "cross_modal_infonce: level must be 0 (instance) or 1 (cluster)");
   TORCH_CHECK(temperature > 0, "cross_modal_infonce: temperature must be positive");
+  TORCH_CHECK(A_in.scalar_type() == B_in.scalar_type(), "cross_modal_infonce: dtype mismatch");
   const auto A = A_in.contiguous(), B = B_in.contiguous();
   const int64_t n = A.size(0), K = A.size(1);
   const double invT = 1.0 / temperature;

@@ -36,6 +36,13 @@ def init(device="auto", timeout_s: float = 1800) -> tuple[int, int, torch.device
     if not launched():
         return 0, 1, kind
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+    if cuda and local_world > torch.cuda.device_count():
+        # one GPU per rank, checked on every rank alike (so rank 0 says it and none waits for the others):
+        # otherwise the extra ranks die in set_device and the rest wait for them
+        raise SealFastError(f"torchrun started {local_world} ranks on this machine but it has "
+                            f"{torch.cuda.device_count()} CUDA device(s): use --nproc-per-node "
+                            f"{torch.cuda.device_count()} or --device cpu")
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)

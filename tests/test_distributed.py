@@ -33,7 +33,7 @@ def digits200(tmp_path_factory):
 
 def _embed_cmd(source, out, *launcher):
     return [*launcher, "-m", "seal_fast", "embed", str(source), "--out", str(out), "--quiet", "--batch-size", "8",
-            "--chunk-size", "16", "--patch-backbone", "none"]
+            "--chunk-size", "16", "--patch-backbone", "none", "--device", "cpu"]  # gloo: one GPU cannot serve 2 ranks
 
 
 @pytest.fixture(scope="module")

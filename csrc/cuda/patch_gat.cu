@@ -142,7 +142,7 @@ __global__ void gat_forward_kernel(const T* __restrict__ H, const T* __restrict_
   image_attention<T>(s, s_src + b * M, s_dst + b * M, nbr + b * M * k, alpha + b * M * k, M, k, slope);
   const T* Hb = H + b * M * C;
   if (pool) {
-    const T invM = T(1) / static_cast<T>(M);
+    const T invM = M > 0 ? T(1) / static_cast<T>(M) : T(0);  // no nodes pool to 0, as on the CPU
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
       T acc = 0;
       for (int64_t m = 0; m < M; ++m) acc += s.beta[m] * Hb[m * C + c];
@@ -171,7 +171,7 @@ __global__ void gat_backward_kernel(const T* __restrict__ grad_out, const T* __r
   image_attention<T>(s, s_src + b * M, s_dst + b * M, nbr + b * M * k, nullptr, M, k, slope);
   const T* Hb = H + b * M * C;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  const T invM = T(1) / static_cast<T>(M);
+  const T invM = M > 0 ? T(1) / static_cast<T>(M) : T(0);  // no nodes pool to 0, as on the CPU
   // dalpha_ij = dout_i . h_nbr(ij)   (pooled: dout_i = g / M for every i)
   if (pool) {
     const T* g = grad_out + b * C;

@@ -92,6 +92,10 @@ if compiled_available():
         ctx.save_for_backward(grad_A, grad_B)
 
     def _backward(ctx, grad_loss, _grad_A, _grad_B):
+        # the kernels return the gradient as constants: differentiating it again would be silently wrong
+        if torch.is_grad_enabled():
+            raise RuntimeError("cross_modal_infonce does not support double backward (create_graph=True); "
+                               "use backend='reference' for higher-order gradients")
         grad_A, grad_B = ctx.saved_tensors
         return grad_loss * grad_A, grad_loss * grad_B, None, None, None
 
