@@ -154,3 +154,17 @@ def test_shards_tile_the_rows():
         bounds = [shard(n, r, w) for r in range(w)]
         assert bounds[0][0] == 0 and bounds[-1][1] == n
         assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+
+
+def test_init_refuses_more_ranks_than_gpus(monkeypatch):
+    """torchrun with 2 ranks on a 1-GPU machine: every rank refuses with one line (rank 1
+    used to die in set_device while rank 0 waited 30 minutes for it)."""
+    from seal_fast import distributed
+    from seal_fast.errors import SealFastError
+
+    for key, value in {"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SealFastError, match="started 2 ranks on this machine but it has 1 CUDA device"):
+        distributed.init("auto")

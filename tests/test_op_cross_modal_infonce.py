@@ -81,3 +81,30 @@ def test_device_generic_version_matches_cpu_kernel(level, n, K):
     ref = torch.ops.seal_fast.cross_modal_infonce(A, B, 0.5, level, True)
     for g, r in zip(got, ref):
         torch.testing.assert_close(g, r)
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("level", ["instance", "cluster"])
+def test_double_backward_is_refused_not_silently_wrong(device, level):
+    """The kernels hand back the gradient as constants: a second derivative through
+    them would be zero where it is not, so create_graph=True is refused."""
+    skip_without_kernels(device)
+    A = torch.softmax(torch.randn(16, 5, device=device, dtype=torch.float64), 1).requires_grad_()
+    B = torch.softmax(torch.randn(16, 5, device=device, dtype=torch.float64), 1).requires_grad_()
+    loss = cross_modal_infonce(A, B, 0.5, level, backend="compiled")
+    with pytest.raises(RuntimeError, match="does not support double backward"):
+        torch.autograd.grad(loss, A, create_graph=True)
+    (g,) = torch.autograd.grad(cross_modal_infonce(A, B, 0.5, level, backend="compiled"), A)  # one backward: fine
+    (ref,) = torch.autograd.grad(cross_modal_infonce_reference(A, B, 0.5, level), A)
+    torch.testing.assert_close(g, ref)
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+def test_the_kernels_refuse_mixed_dtypes(device):
+    skip_without_kernels(device)
+    A = torch.softmax(torch.randn(8, 3, device=device), 1)
+    for level in (0, 1):
+        with pytest.raises(RuntimeError, match="dtype mismatch"):
+            torch.ops.seal_fast.cross_modal_infonce(A, A.double(), 0.5, level, False)

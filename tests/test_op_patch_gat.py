@@ -103,3 +103,16 @@ def test_spatial_encoder_needs_enough_patches():
         enc(torch.randn(2, 5, 10))
     with pytest.raises(SealFastError, match=r"\(B, M, 10\)"):
         enc(torch.randn(2, 5, 11))
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+def test_an_image_without_patches_pools_to_zeros(device, backend):
+    """M = 0: the mean over no nodes is 0 on every backend (it was NaN on CUDA only)."""
+    skip_without_kernels(device)
+    X = torch.randn(3, 0, 4, device=device)
+    nbr = torch.zeros(3, 0, 2, dtype=torch.int64, device=device)
+    W, a = torch.randn(4, 5, device=device), torch.randn(5, device=device)
+    out = patch_gat(X, W, a, a, nbr, pool=True, backend=backend)
+    assert out.shape == (3, 5) and bool((out == 0).all())
