@@ -85,7 +85,7 @@ def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
 
     job = {"source": src.description, "fingerprint": src.fingerprint(), "n": n, "backbones": backbones,
            "patch_backbone": patch_backbone, "models": {name: m.describe() for name, m in models.items()},
-           "weights": weights, "world_size": world}
+           "weights": {name: _file_identity(path) for name, path in weights.items()}, "world_size": world}
     partial = out / PARTIAL
     distributed.on_rank0_then_share(lambda: _prepare_partial(partial, job, progress))
 
@@ -136,6 +136,13 @@ def _runner(model, dev, compile: bool):
     if compile:
         fn = torch.compile(fn)
     return fn
+
+
+def _file_identity(path) -> dict:
+    """A checkpoint as the resume journal knows it: a new file under the same path is another job."""
+    st = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "ctime_ns": st.st_ctime_ns}
 
 
 def _chunk_name(start: int, end: int) -> str:

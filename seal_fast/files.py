@@ -17,11 +17,32 @@ from .errors import SealFastError
 
 def _temp_next_to(path: Path, suffix: str) -> str:
     """An empty temporary file in `path`'s folder (created if need be), so the final rename stays on one disk."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    except (FileExistsError, NotADirectoryError):
+        raise SealFastError(f"cannot write {path}: a parent of it is a file, not a folder") from None
+    except OSError as exc:  # no permission, a read-only or full disk
+        raise SealFastError(f"cannot write {path}: {exc.strerror or exc}") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     return tmp
+
+
+def write_failure(exc: BaseException, path) -> SealFastError | None:
+    """The one-line error for a write that failed (a full disk, a quota, a read-only
+    or failing disk), or None when `exc` is no such failure. torch.save reports a
+    failed write as a RuntimeError of its zip writer."""
+    if isinstance(exc, OSError) and not isinstance(exc, SealFastError):
+        return SealFastError(f"cannot write {path}: {exc.strerror or exc}; nothing was written")
+    text = str(exc)
+    if isinstance(exc, RuntimeError) and any(s in text for s in TORCH_WRITE_ERRORS):
+        return SealFastError(f"cannot write {path}: the write failed (is the disk full?); nothing was written")
+    return None
+
+
+# what torch.save's zip writer says when the file cannot be written to the end
+TORCH_WRITE_ERRORS = ("PytorchStreamWriter failed", "iostream error", "unexpected pos", "file write failed")
 
 
 @contextlib.contextmanager
@@ -32,9 +53,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        failure = write_failure(exc, path)
+        if failure is not None:
+            raise failure from None
         raise
 
 
@@ -106,6 +130,11 @@ def staged_outputs() -> Iterator:
         yield stage
         for tmp, path in staged:
             os.replace(tmp, path)
+    except BaseException as exc:
+        failure = write_failure(exc, ", ".join(str(p) for _, p in staged))
+        if failure is not None:
+            raise failure from None
+        raise
     finally:
         for tmp, _ in staged:
             with contextlib.suppress(FileNotFoundError):
@@ -137,3 +166,12 @@ def check_outputs(outputs: dict[str, Path], inputs: list[Path]) -> None:
                 pass
         except OSError as exc:
             raise SealFastError(f"{what} {path}: cannot write in {parent} ({exc.strerror})") from None
+
+
+def labels_output(path) -> tuple[Path, Path]:
+    """The labels file (.npy) of `cluster`/`predict` and the run report beside it (.json)."""
+    out = Path(path)
+    if out.suffix != ".npy":
+        raise SealFastError(f"--out {out}: the labels are written as a .npy file (the run report goes beside "
+                            "it with .json); give a path ending in .npy")
+    return out, out.with_suffix(".json")

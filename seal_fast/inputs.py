@@ -10,13 +10,13 @@ own `.npy` files. Nothing is ever unpickled: object arrays and pickles are refus
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .errors import SealFastError
-from .store import FeatureStore
+from .readers import load_torch, open_npz, read_npy, regular_file
+from .store import FeatureStore, check_space_name
 from .validation import as_feature_matrix, check_finite, check_labels
 
 ARRAY_SUFFIXES = (".npy", ".npz", ".pt")
@@ -28,32 +28,12 @@ def _numeric(arr: np.ndarray, what: str) -> np.ndarray:
     return arr
 
 
-def read_npy(path: Path) -> np.ndarray:
-    """A memory-mapped .npy array; pickles and damaged files are refused with a reason."""
-    path = Path(path)
-    if not path.is_file():
-        raise SealFastError(f"{path} does not exist")
-    if path.stat().st_size == 0:
-        raise SealFastError(f"{path}: empty file, not a .npy array")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Python objects" in str(exc):
-            raise SealFastError(f"{path}: holds Python objects (pickled data), which are never loaded; save a "
-                                "plain numeric array") from None
-        raise SealFastError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
-    except (OSError, EOFError) as exc:
-        raise SealFastError(f"{path}: not a readable .npy array ({str(exc).splitlines()[0]})") from None
-
-
 def _read_spaces(path: Path) -> list[tuple[str, np.ndarray]]:
     """(name, array) of every space in one array file."""
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return [(path.stem, read_npy(path))]
     if suffix == ".npz":
-        from .data.sources import open_npz
-
         with open_npz(path) as members:
             return [(f"{key}", members[key]) for key in members]
     if suffix == ".pt":
@@ -64,31 +44,52 @@ def _read_spaces(path: Path) -> list[tuple[str, np.ndarray]]:
 def _read_pt(path: Path) -> list[tuple[str, np.ndarray]]:
     import torch
 
-    if not path.is_file():
-        raise SealFastError(f"{path} does not exist")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        text = str(exc).strip()
-        reason = ("it holds Python objects other than tensors, which are never unpickled"
-                  if "weights" in text.lower() else (text.splitlines()[0][:200] if text else type(exc).__name__))
-        raise SealFastError(f"{path}: not a readable tensor file ({reason})") from None
+    obj = load_torch(path)
     items = [(path.stem, obj)] if isinstance(obj, torch.Tensor) else list(obj.items()) if isinstance(obj, dict) else None
     if not items or not all(isinstance(t, torch.Tensor) for _, t in items):
         raise SealFastError(f"{path}: expected a tensor or a dict of tensors, got {type(obj).__name__}")
-    return [(str(name), t.detach().cpu().numpy()) for name, t in items]
+    # numpy has no bfloat16: such a tensor is read as float32, which holds its values exactly
+    return [(str(name), (t.float() if t.dtype == torch.bfloat16 else t).detach().cpu().numpy()) for name, t in items]
 
 
 class ArrayInputs:
-    """Array files read the way a FeatureStore is read (`spaces`, `space(name)`,
-    `patches()`, `text()`, `labels()`, `has(key)`), checked when opened: numeric,
-    2-D spaces, one N for everything, finite values (the first bad row is named)."""
+    """Arrays read the way a FeatureStore is read (`spaces`, `space(name)`, `patches()`,
+    `text()`, `labels()`, `has(key)`), checked when made: named spaces, numeric,
+    2-D, one N for everything, finite values (the first bad row is named). Labels
+    are checked when asked for, so that `cluster` can leave bad ones out of its
+    evaluation rather than refuse to cluster."""
 
-    def __init__(self, files, *, patches=None, labels=None, text=None, names=None):
-        self.files = [Path(f) for f in files]
-        found = [(name, arr, f) for f in self.files for name, arr in _read_spaces(f)]
+    def __init__(self, spaces: dict, *, patches=None, labels=None, text=None, description=None, sources=None):
+        # sources: what to call the patches / text / labels in messages (their files, when read from files)
+        self._what = {"patches": "patches", "text": "text", "labels": "labels", **(sources or {})}
+        if not spaces:
+            raise SealFastError("no embedding space given")
+        self._spaces = {}
+        for name, arr in spaces.items():
+            check_space_name(name)
+            if arr.ndim == 3:
+                raise SealFastError(f"{name}: a 3-D array {arr.shape} is not an embedding space; patch features "
+                                    "go with --patches")
+            self._spaces[name] = as_feature_matrix(_numeric(arr, name), name)
+        ns = {name: Z.shape[0] for name, Z in self._spaces.items()}
+        self.n = next(iter(ns.values()))
+        if len(set(ns.values())) != 1:
+            raise SealFastError(f"the spaces have different numbers of rows: {ns}")
+        self._patches = self._rows(patches, self._what["patches"], 3)
+        self._text = self._rows(text, self._what["text"], 2)
+        self._labels = labels
+        self.description = description or {"kind": "arrays", "spaces": list(self._spaces)}
+        self.path = None
+
+    @classmethod
+    def from_files(cls, files, *, patches=None, labels=None, text=None, names=None) -> "ArrayInputs":
+        """The spaces of array files (.npy, .npz, .pt), with `--names` for them, and the
+        patches, text and labels of their own .npy files. Every name is checked before
+        anything is read."""
+        files = [Path(f) for f in files]
+        for name in names or []:
+            check_space_name(name, "--names")
+        found = [(name, arr, f) for f in files for name, arr in _read_spaces(f)]
         if not found:
             raise SealFastError("no embedding space in the given files")
         if names:
@@ -97,42 +98,39 @@ class ArrayInputs:
                                     f"({', '.join(f'{f.name}:{n}' for n, _, f in found)})")
             found = [(name, arr, f) for name, (_, arr, f) in zip(names, found)]
         seen = {}
-        for name, arr, f in found:
+        for name, _, f in found:
+            check_space_name(name, f"{f}: space name" if f.suffix.lower() != ".npy" else f"{f}: file name")
             if name in seen:
                 raise SealFastError(f"two spaces are called {name!r} ({seen[name]} and {f}); name them with --names")
             seen[name] = f
-        self._spaces = {}
+        arrays = {}
         for name, arr, f in found:
             what = f"{f}" if f.suffix.lower() == ".npy" else f"{f} [{name}]"
             if arr.ndim == 3:
                 raise SealFastError(f"{what}: a 3-D array {arr.shape} is not an embedding space; patch features "
                                     "go with --patches")
-            self._spaces[name] = as_feature_matrix(_numeric(arr, what), what)
-        ns = {name: Z.shape[0] for name, Z in self._spaces.items()}
-        self.n = next(iter(ns.values()))
-        if len(set(ns.values())) != 1:
-            raise SealFastError(f"the spaces have different numbers of rows: {ns}")
-        self._patches = self._extra(patches, "--patches", 3)
-        self._text = self._extra(text, "--text", 2)
-        self._labels = None
-        if labels is not None:
-            self._labels = check_labels(np.asarray(_numeric(read_npy(labels), str(labels))), self.n, str(labels),
-                                        allow_unlabelled=True)
-        self.path = self.files[0]
-        self.description = {"kind": "arrays", "files": [str(f.resolve()) for f in self.files],
-                            "patches": str(Path(patches).resolve()) if patches else None,
-                            "labels": str(Path(labels).resolve()) if labels else None,
-                            "text": str(Path(text).resolve()) if text else None}
+            arrays[name] = as_feature_matrix(_numeric(arr, what), what)
+        description = {"kind": "arrays", "files": [str(f.resolve()) for f in files],
+                       "patches": str(Path(patches).resolve()) if patches else None,
+                       "labels": str(Path(labels).resolve()) if labels else None,
+                       "text": str(Path(text).resolve()) if text else None}
+        sources = {key: f"--{key} {value}" for key, value in (("patches", patches), ("text", text), ("labels", labels))
+                   if value is not None}
+        inputs = cls(arrays, description=description, sources=sources,
+                     **{key: read_npy(value) if value is not None else None
+                        for key, value in (("patches", patches), ("text", text), ("labels", labels))})
+        inputs.path = files[0]
+        return inputs
 
-    def _extra(self, path, flag: str, ndim: int):
-        if path is None:
+    def _rows(self, arr, what: str, ndim: int):
+        if arr is None:
             return None
-        arr = _numeric(read_npy(path), str(path))
+        arr = _numeric(arr, what)
         if arr.ndim != ndim:
-            raise SealFastError(f"{flag} {path}: expected a {ndim}-D array, got shape {arr.shape}")
+            raise SealFastError(f"{what}: expected a {ndim}-D array, got shape {arr.shape}")
         if arr.shape[0] != self.n:
-            raise SealFastError(f"{flag} {path}: {arr.shape[0]} rows for {self.n} samples")
-        check_finite(arr, f"{flag} {path}")
+            raise SealFastError(f"{what}: {arr.shape[0]} rows for {self.n} samples")
+        check_finite(arr, what)
         return arr
 
     @property
@@ -156,7 +154,11 @@ class ArrayInputs:
         return self._text
 
     def labels(self):
-        return self._labels
+        """The true labels (N,) int64, -1 for an unlabelled row, or None; bad ones raise."""
+        if self._labels is None:
+            return None
+        what = self._what["labels"]
+        return check_labels(np.asarray(_numeric(self._labels, what)), self.n, what, allow_unlabelled=True)
 
     def __repr__(self):
         return f"ArrayInputs(n={self.n}, spaces={self.spaces}, patches={self.has('patches')})"
@@ -173,11 +175,10 @@ def open_inputs(paths, *, patches=None, labels=None, text=None, names=None):
                                 "a feature store has its own")
         return FeatureStore(paths[0])
     for p in paths:
-        if not p.exists():
-            raise SealFastError(f"{p} does not exist")
         if p.is_dir():
             raise SealFastError(f"{p} is a directory: give one feature store, or array files only")
+        regular_file(p)
         if p.suffix.lower() not in ARRAY_SUFFIXES:
             raise SealFastError(f"{p}: expected a feature store directory or array files "
                                 f"({', '.join(ARRAY_SUFFIXES)})")
-    return ArrayInputs(paths, patches=patches, labels=labels, text=text, names=names)
+    return ArrayInputs.from_files(paths, patches=patches, labels=labels, text=text, names=names)

@@ -13,18 +13,35 @@ import math
 
 import torch
 
+from .rows import ROW_BLOCK
+
+
+def unit_rows(Z: torch.Tensor) -> torch.Tensor:
+    """Rows of unit L2 norm (zero rows stay zero), whatever their magnitude. F.normalize
+    squares the values, which overflows in float32 for rows of 1e20 (every row becomes
+    0) and underflows for rows of 1e-40; those rows are divided by their largest |value|
+    first. Rows of ordinary magnitude are F.normalize's, bit for bit."""
+    out = torch.nn.functional.normalize(Z, dim=1)
+    norm = torch.linalg.vector_norm(Z, dim=1)
+    bad = ~torch.isfinite(norm) | (norm < 1e-12)
+    if bool(bad.any()):
+        rows = Z[bad]
+        peak = rows.abs().amax(dim=1, keepdim=True)
+        out[bad] = torch.nn.functional.normalize(rows / torch.where(peak > 0, peak, torch.ones_like(peak)), dim=1)
+    return out
+
 
 def prepare_spaces(Zs) -> torch.Tensor:
     """L2-normalise each space (list of (N, d_k) tensors) and concatenate them
     (TURTLE's K-Means baseline)."""
-    return torch.cat([torch.nn.functional.normalize(Z, dim=1) for Z in Zs], dim=1)
+    return torch.cat([unit_rows(Z) for Z in Zs], dim=1)
 
 
 def _sq_dists(X: torch.Tensor, x_sq: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     return (x_sq[:, None] - 2.0 * (X @ C.T) + (C * C).sum(1)[None, :]).clamp_min_(0.0)
 
 
-def assign(X: torch.Tensor, C: torch.Tensor, block: int = 65536):
+def assign(X: torch.Tensor, C: torch.Tensor, block: int = ROW_BLOCK):
     """Nearest centre and its squared distance for every row, in row blocks."""
     labels = torch.empty(X.shape[0], dtype=torch.long, device=X.device)
     dist = torch.empty(X.shape[0], dtype=X.dtype, device=X.device)

@@ -21,7 +21,7 @@ from torch import nn
 from .errors import SealFastError
 from .ops.patch_gat import patch_gat
 from .ops.patch_knn import patch_knn
-from .validation import check_finite
+from .validation import check_finite, check_scale
 
 
 class SpatialEncoder(nn.Module):
@@ -61,19 +61,26 @@ class SpatialEncoder(nn.Module):
 def _check_patch_count(m: int, patch_neighbors: int) -> None:
     if m < patch_neighbors + 1:
         raise SealFastError(f"patches: M={m} patches per image is fewer than the k+1={patch_neighbors + 1} "
-                            "nodes the patch graph needs (lower patch_neighbors)")
+                            "nodes the patch graph needs (lower patch_neighbors, `--patch-neighbors` on the command line)")
 
 
 def check_patches(P, n: int, patch_neighbors: int):
     """Patch features (N, M, c): same N as the spaces, enough patches for the graph, finite."""
-    if not hasattr(P, "shape") or len(P.shape) != 3:
-        raise SealFastError(f"patches: expected (N, M, c), got shape {getattr(P, 'shape', None)}")
+    if not hasattr(P, "shape"):
+        try:
+            P = np.asarray(P, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise SealFastError(f"patches: expected a numeric array (N, M, c), got a {type(P).__name__} that is "
+                                f"not one ({str(exc).splitlines()[0]})") from None
+    if len(P.shape) != 3:
+        raise SealFastError(f"patches: expected (N, M, c), got shape {tuple(P.shape)}")
     if P.shape[0] != n:
         raise SealFastError(f"patches: {P.shape[0]} rows for {n} samples")
     _check_patch_count(P.shape[1], patch_neighbors)
     if P.shape[2] == 0:
         raise SealFastError("patches: zero channels")
     check_finite(P, "patches")
+    check_scale(P, "patches")
     return P
 
 
@@ -90,7 +97,8 @@ def spatial_embeddings(encoder: SpatialEncoder, P, device, block: int = 1024) ->
     """g(x) for every image, L2-normalised, computed in blocks straight from (memory-mapped) patches."""
     out = []
     for s in range(0, P.shape[0], block):
-        x = torch.from_numpy(np.array(P[s:s + block])) if not isinstance(P, torch.Tensor) else P[s:s + block]
+        x = P[s:s + block] if isinstance(P, torch.Tensor) else \
+            torch.from_numpy(np.array(P[s:s + block], dtype=P.dtype.newbyteorder("=")))  # native byte order
         out.append(F.normalize(encoder(x.to(device=device, dtype=torch.float32)), dim=1))
     return torch.cat(out)
 

@@ -22,14 +22,36 @@ import numpy as np
 
 from .errors import SealFastError
 from .files import atomic_path, npy_writer, save_json_atomic, save_npy_atomic  # noqa: F401  (re-exported)
+from .readers import read_npy
+from .validation import check_labels
 
 FORMAT = "seal_fast.features"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
+KINDS = ("space", "patches", "labels", "text")
+MAX_NAME_BYTES = 200  # "space_<name>.npy" stays under the 255 bytes a file name may have
+
+
+def check_space_name(name, where: str = "space name") -> str:
+    """A space name that can only ever name a file inside its store: not empty, no path
+    separator, no '..', no NUL or other control character, not too long."""
+    if not isinstance(name, str) or not name:
+        raise SealFastError(f"{where}: a space needs a non-empty name")
+    bad = [c for c in ("/", "\\", "..") if c in name] + (["a control character"] if any(ord(c) < 32 for c in name)
+                                                          else [])
+    if bad:
+        raise SealFastError(f"{where} {name!r}: a space name may not contain {' or '.join(map(str, bad))} "
+                            "(it names the file space_<name>.npy inside the store)")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise SealFastError(f"{where}: {len(name)} characters is too long for a space name (at most "
+                            f"{MAX_NAME_BYTES} bytes)")
+    return name
+
+
 def space_file(name: str) -> str:
-    return f"space_{name}.npy"
+    return f"space_{check_space_name(name)}.npy"
 
 
 class FeatureStore:
@@ -50,9 +72,9 @@ class FeatureStore:
         if not manifest_path.is_file():
             raise SealFastError(f"{self.path} is not a feature store: {MANIFEST} is missing")
         try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SealFastError(f"{manifest_path}: unreadable manifest ({exc})") from exc
+            self.manifest = json.loads(manifest_path.read_text(), object_pairs_hook=_no_duplicate_keys)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+            raise SealFastError(f"{manifest_path}: unreadable manifest ({exc})") from None
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
             raise SealFastError(f"{manifest_path}: not a seal_fast feature store manifest")
         version = self.manifest.get("format_version")
@@ -77,26 +99,32 @@ class FeatureStore:
         if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) \
                 or not isinstance(entry.get("shape"), list) or not isinstance(entry.get("dtype"), str):
             raise SealFastError(f"{where}: its manifest entry needs 'file', 'shape' and 'dtype'; the store is damaged")
+        kind = entry.get("kind")
+        if kind not in KINDS:
+            raise SealFastError(f"{where}: kind {kind!r} is not one of {KINDS}; the store is damaged")
+        if kind == "space":
+            check_space_name(entry.get("name"), f"{where}: name")
+            if key != f"space_{entry['name']}":
+                raise SealFastError(f"{where}: a space named {entry['name']!r} must be listed as "
+                                    f"'space_{entry['name']}'; the store is damaged")
+        elif key != kind:
+            raise SealFastError(f"{where}: an entry of kind {kind!r} must be listed as {kind!r}; the store is damaged")
         file = self.path / entry["file"]
         # a manifest names files inside its own store only (no absolute paths, no '..')
         if Path(entry["file"]).is_absolute() or file.resolve().parent != self.path.resolve():
             raise SealFastError(f"{where}: file {entry['file']!r} lies outside the store; refused")
-        if not file.is_file():
+        if not file.exists() and not file.is_symlink():
             raise SealFastError(f"{where} is listed but {file.name} is missing")
-        try:
-            arr = np.load(file, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            reason = "empty file" if file.stat().st_size == 0 else str(exc).splitlines()[0]
-            raise SealFastError(f"{where}: {file.name} is not a readable .npy array ({reason})") from exc
+        arr = read_npy(file, f"{where} ({file.name})")
         if list(arr.shape) != list(entry["shape"]) or str(arr.dtype) != entry["dtype"]:
             raise SealFastError(
                 f"{file}: shape {arr.shape}/{arr.dtype} differs from the manifest's "
                 f"{tuple(entry['shape'])}/{entry['dtype']}; the store is damaged")
-        if entry.get("kind") in ("space", "patches", "labels", "text") and (arr.ndim == 0 or arr.shape[0] != self.n):
+        if arr.ndim == 0 or arr.shape[0] != self.n:
             raise SealFastError(f"{where}: {arr.shape[0] if arr.ndim else 0} rows where the manifest says "
                                 f"n={self.n}; the store is damaged")
-        if entry.get("kind") == "space" and not (isinstance(entry.get("name"), str) and arr.ndim == 2):
-            raise SealFastError(f"{where}: a space needs a 'name' and a 2-D array; the store is damaged")
+        if kind == "space" and arr.ndim != 2:
+            raise SealFastError(f"{where}: a space needs a 2-D array; the store is damaged")
         if entry.get("kind") == "labels" and (arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer)):
             raise SealFastError(f"{where}: labels must be a 1-D integer array, got {arr.shape}/{arr.dtype}")
         return arr
@@ -131,17 +159,39 @@ class FeatureStore:
     def patches(self) -> np.ndarray:
         return self._load("patches", "patch features",
                           " (needed by SEAL/SATC): make them with `seal-fast embed SOURCE --out FEATDIR` "
-                          "(patches are extracted with --patch-backbone, default efficientnet-lite0)")
+                          "(the patch features come from --patch-backbone, a second network by default)")
 
     def labels(self) -> np.ndarray | None:
-        return np.asarray(self._load("labels", "labels")) if self.has("labels") else None
+        if not self.has("labels"):
+            return None
+        return check_labels(np.asarray(self._load("labels", "labels")), self.n, f"feature store {self.path}: labels",
+                            allow_unlabelled=True)
 
     def text(self) -> np.ndarray | None:
         return self._load("text", "text features") if self.has("text") else None
 
+    def summary(self) -> str:
+        """One line: where the store is and what it holds."""
+        extra = [f"{key} {tuple(self.entry(key)['shape'])}" for key in ("patches", "text") if self.has(key)]
+        line = ", ".join([f"{self.path}: N={self.n}", f"spaces={self.spaces}", *extra,
+                          *(["labels"] if self.labels_available else [])])
+        if self.manifest.get("n_skipped", 0):
+            first = self.manifest["skipped"][0]
+            line += (f"\nskipped {self.manifest['n_skipped']} unreadable image(s), e.g. {first['name']}: "
+                     f"{first['reason']} (all listed in {self.path / MANIFEST})")
+        return line
+
     def __repr__(self):
         parts = [f"{k}{tuple(e['shape'])}" for k, e in self._arrays.items()]
         return f"FeatureStore({str(self.path)!r}, n={self.n}, arrays=[{', '.join(parts)}])"
+
+
+def _no_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    dup = next((k for k in keys if keys.count(k) > 1), None)
+    if dup is not None:
+        raise ValueError(f"the key {dup!r} appears twice")
+    return dict(pairs)
 
 
 def _entry(file: str, arr_shape, dtype, kind: str, **extra) -> dict:
@@ -158,6 +208,10 @@ def write_store(path, *, spaces: dict[str, np.ndarray] | None = None, patches: n
     which streams its large arrays to disk itself).
     """
     path = Path(path)
+    # every name and the labels are checked before anything is written
+    files = {name: space_file(name) for name in (spaces or {})}
+    if labels is not None:
+        labels = check_labels(np.asarray(labels), None, "labels", allow_unlabelled=True)
     path.mkdir(parents=True, exist_ok=True)
     entries = {k: dict(v) for k, v in (entries or {}).items()}
     arrays: dict[str, dict] = {}
@@ -170,7 +224,7 @@ def write_store(path, *, spaces: dict[str, np.ndarray] | None = None, patches: n
         ns.add(arr.shape[0])
 
     for name, Z in (spaces or {}).items():
-        put(f"space_{name}", space_file(name), Z, "space", name=name, backbone=name)
+        put(f"space_{name}", files[name], Z, "space", name=name, backbone=name)
     if patches is not None:
         put("patches", "patches.npy", patches, "patches")
     if labels is not None:

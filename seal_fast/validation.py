@@ -55,19 +55,54 @@ def _is_sparse(Z) -> bool:
     return scipy.sparse.issparse(Z)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_finite(Z, name: str) -> None:
-    """Raise naming the first row that holds NaN or inf."""
+    """Raise naming the first row that holds NaN or inf, or (in a wider float type)
+    a value float32 cannot hold: every fit computes in float32."""
+    wide = Z.dtype in (torch.float64,) if isinstance(Z, torch.Tensor) else Z.dtype.itemsize > 4
     step = max(1, (1 << 24) // max(1, int(np.prod(Z.shape[1:]))))
     for start in range(0, Z.shape[0], step):
         block = Z[start:start + step]
         if isinstance(block, torch.Tensor):
-            bad = ~torch.isfinite(block.reshape(block.shape[0], -1)).all(dim=1)
+            flat = block.reshape(block.shape[0], -1)
+            bad = ~torch.isfinite(flat).all(dim=1)
+            big = (flat.abs() > FLOAT32_MAX).any(dim=1) & ~bad if wide else None
             rows = torch.nonzero(bad).flatten().tolist()
+            big_rows = torch.nonzero(big).flatten().tolist() if wide else []
         else:
-            bad = ~np.isfinite(np.asarray(block).reshape(block.shape[0], -1)).all(axis=1)
+            flat = np.asarray(block).reshape(block.shape[0], -1)
+            bad = ~np.isfinite(flat).all(axis=1)
             rows = np.flatnonzero(bad).tolist()
+            big_rows = np.flatnonzero((np.abs(flat) > FLOAT32_MAX).any(axis=1) & ~bad).tolist() if wide else []
         if rows:
             raise SealFastError(f"{name}: row {start + rows[0]} contains NaN or inf")
+        if big_rows:
+            raise SealFastError(f"{name}: row {start + big_rows[0]} holds a value beyond float32's range "
+                                f"(+-{FLOAT32_MAX:.3g}), which the fit computes in; rescale the features")
+
+
+# The typical row norm a method that is not scale-invariant accepts: outside it,
+# logits saturate (or vanish) in float32 and every row gets the same label.
+SCALE_RANGE = (1e-6, 1e6)
+
+
+def check_scale(Z, name: str, sample: int = 4096) -> None:
+    """The median L2 norm of the non-zero rows (over an even sample of rows) lies in SCALE_RANGE."""
+    step = max(1, Z.shape[0] // sample)
+    rows = Z[::step][:sample]
+    rows = rows.detach().double().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows, np.float64)
+    norms = np.linalg.norm(rows.reshape(rows.shape[0], -1), axis=1)
+    norms = norms[norms > 0]  # zero rows have no scale to judge (and a model's trial rows are zeros)
+    if norms.size == 0:
+        return
+    norm = float(np.median(norms))
+    low, high = SCALE_RANGE
+    if not low <= norm <= high:
+        raise SealFastError(f"{name}: the typical row norm is {norm:.3g}, outside [{low:g}, {high:g}] where this "
+                            "method's float32 arithmetic works; rescale the features (e.g. divide by their "
+                            "mean row norm), or use K-Means, which normalises every row")
 
 
 def as_spaces(Zs, name: str = "spaces") -> list:
@@ -109,7 +144,8 @@ def check_int(value, name: str, low: int = 1, high: int | None = None) -> int:
     """A whole number in [low, high] (bools are not numbers here)."""
     if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low
             or (high is not None and value > high)):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        bounds = f">= {low}" if high is None else f">= {low} (at most {high:,})" if high == MAX_COUNT else \
+            f"in [{low}, {high}]"
         raise SealFastError(f"{name} must be an integer {bounds}, got {value!r}")
     return int(value)
 
@@ -174,6 +210,8 @@ def check_labels(y, n: int | None = None, name: str = "labels", allow_unlabelled
         raise SealFastError(f"{name}: found {int(y.min())}; labels {what}")
     if n is not None and y.shape[0] != n:
         raise SealFastError(f"{name}: {y.shape[0]} labels for {n} samples")
+    if allow_unlabelled and int(y.max()) < 0:
+        raise SealFastError(f"{name}: every row is unlabelled (-1); leave the labels out instead")
     return y
 
 
@@ -195,3 +233,61 @@ def check_choice(value, choices, name: str):
     if value not in choices:
         raise SealFastError(f"{name} must be one of {tuple(choices)}, got {value!r}")
     return value
+
+
+# --- what a parameter may hold: declared beside the estimator's field (models/base.py: param) ---
+MAX_COUNT = 10**9  # iterations, epochs, batch sizes...: more than this is a typo, not a plan
+
+
+class Whole:
+    """A whole number in [low, high]."""
+    type = int
+
+    def __init__(self, low: int = 1, high: int | None = MAX_COUNT):
+        self.low, self.high = low, high
+
+    def __call__(self, value, name: str):
+        return check_int(value, name, self.low, self.high)
+
+
+class Real:
+    """A finite real number, >= low (> low with above=True)."""
+    type = float
+
+    def __init__(self, low: float | None = None, above: bool = False):
+        self.low, self.above = low, above
+
+    def __call__(self, value, name: str):
+        return check_float(value, name, self.low, above=self.above)
+
+
+class Flag:
+    type = bool
+
+    def __call__(self, value, name: str):
+        return check_bool(value, name)
+
+
+class OneOf:
+    """One of a fixed set of strings (the command line offers them as its choices)."""
+    type = str
+
+    def __init__(self, values):
+        self.values = tuple(values)
+
+    def __call__(self, value, name: str):
+        return check_choice(value, self.values, name)
+
+
+class Clusters:
+    type = int
+
+    def __call__(self, value, name: str):
+        return check_n_clusters(value)
+
+
+class Device:
+    type = str
+
+    def __call__(self, value, name: str):
+        return resolve_device(value)

@@ -16,8 +16,7 @@ from seal_fast.inputs import ArrayInputs, open_inputs
 from seal_fast.models.base import to_tensors
 from seal_fast.store import FeatureStore
 
-from conftest import blobs
-from test_bad_input import one_line_error
+from conftest import blobs, one_line_error
 
 
 @pytest.fixture
@@ -140,3 +139,16 @@ def test_estimators_take_memory_maps_and_tensors_without_a_copy(arrays):
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a, c)
     assert TURTLE(3, iterations=50, device="cpu").fit(m).labels_.shape == y.shape
+
+
+def test_big_endian_arrays_through_the_api_and_the_cli(tmp_path):
+    Z, y = blobs(n=120, k=3, seed=8)
+    big = Z.astype(">f4")
+    native = KMeans(3, seed=0, device="cpu").fit([Z]).labels_
+    np.testing.assert_array_equal(KMeans(3, seed=0, device="cpu").fit([big]).labels_, native)
+    np.testing.assert_array_equal(TURTLE(3, iterations=20, seed=0, device="cpu").fit([big]).labels_,
+                                  TURTLE(3, iterations=20, seed=0, device="cpu").fit([Z]).labels_)
+    np.save(tmp_path / "be.npy", big)
+    assert main(["cluster", str(tmp_path / "be.npy"), "--method", "kmeans", "--n-clusters", "3", "--seed", "0",
+                 "--out", str(tmp_path / "r.npy"), "--quiet"]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), native)

@@ -81,3 +81,24 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
     pytest.importorskip("open_clip")
     with pytest.raises(SealFastError, match="could not load clip-rn50"):
         get_backbone("clip-rn50", weights=str(tmp_path / "missing.pt"))
+
+
+@pytest.mark.parametrize("name", ["clip-vit-b-32", "dinov2-vit-s-14"])
+def test_hub_weights_offline_fail_fast_in_one_line(tmp_path, name):
+    """No cached copy and a hub that cannot be reached (here a closed port on this
+    machine stands in for no network): one line within seconds, not a minute of retries."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "seal_fast", "embed", "digits", "--out", str(tmp_path / "f"),
+                           "--backbone", name, "--patch-backbone", "none", "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "not in the local Hugging Face cache" in lines[0] and f"--weights {name}=PATH" in lines[0]
+    assert time.monotonic() - t0 < 60 and not (tmp_path / "f").exists()

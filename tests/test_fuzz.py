@@ -128,3 +128,88 @@ def test_import(tmp_path_factory, shape, dtype, fill, patch_shape, labels_shape,
     else:
         assert rc == 2 and len(err.strip().splitlines()) == 1, err
         assert not (out / "manifest.json").exists()
+
+
+NAMES = st.one_of(st.sampled_from(["../x", "../../../x", "a/b", "/abs", "", "..", "a\\b", "n\x00l", "x" * 300, "ok",
+                                   "é", "a..b", ".hidden"]), st.text(max_size=12))
+
+
+def _tree(path):
+    return sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in path.rglob("*"))
+
+
+@FUZZ
+@given(names=st.lists(NAMES, min_size=1, max_size=2, unique=True), kind=st.sampled_from(["flag", "npz", "pt"]))
+def test_import_names(tmp_path_factory, names, kind):
+    """Names from every source (--names, .npz members, .pt keys): a store whose every
+    file lies inside --out, or one line and exit 2; never a file outside --out."""
+    import torch
+
+    tmp = tmp_path_factory.mktemp("n")
+    inner = tmp / "a" / "b" / "c"
+    inner.mkdir(parents=True)
+    arrays = {n: np.full((5, 2), i + 1, np.float32) for i, n in enumerate(names)}
+    (tmp / "x.npy").write_bytes(b"bystander")
+    if kind == "flag":
+        srcs = []
+        for i, name in enumerate(names):
+            np.save(inner / f"s{i}.npy", arrays[name])
+            srcs.append(inner / f"s{i}.npy")
+        argv = [*srcs, "--names", *names]
+    elif kind == "npz":
+        try:
+            np.savez(inner / "m.npz", **arrays)
+        except (ValueError, OSError, TypeError):  # a name numpy itself cannot store
+            return
+        argv = [inner / "m.npz"]
+    else:
+        torch.save({n: torch.from_numpy(a) for n, a in arrays.items()}, inner / "m.pt")
+        argv = [inner / "m.pt"]
+    out = inner / "st"
+    before = _tree(tmp)
+    rc, err = call("import", *argv, "--out", out)
+    outside = [entry for entry in _tree(tmp) if not entry[0].startswith(str(out))]
+    assert outside == before, "a file outside --out changed"
+    if rc == 0:
+        from seal_fast import FeatureStore
+
+        store = FeatureStore(out)
+        assert all((out / store.entry(f"space_{n}")["file"]).resolve().parent == out.resolve() for n in store.spaces)
+    else:
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+
+
+MAGNITUDES = st.sampled_from([1.0, 1e38, 1e-38, 1e-45, 1e20, 1e-40, 1e30, "mixed"])
+
+
+@FUZZ
+@given(scale=MAGNITUDES, predict_scale=MAGNITUDES, method=st.sampled_from(["kmeans", "turtle"]))
+def test_extreme_magnitudes(tmp_path_factory, scale, predict_scale, method):
+    """Rows of any float32 magnitude (subnormals, near the largest, mixed) through
+    cluster and predict: K-Means finds the clusters, TURTLE either does or refuses in one line."""
+    from conftest import blobs
+
+    tmp = tmp_path_factory.mktemp("m")
+    Z, y = blobs(n=120, k=3, seed=9)
+
+    def scaled(s):
+        factor = np.where(np.arange(len(Z)) % 2, 1e-38, 1e37)[:, None] if s == "mixed" else s
+        return (Z.astype(np.float64) * factor).astype(np.float32)
+
+    np.save(tmp / "fit.npy", scaled(scale))
+    np.save(tmp / "other.npy", scaled(predict_scale))
+    out, model = tmp / "r.npy", tmp / "m.pt"
+    rc, err = call("cluster", tmp / "fit.npy", "--method", method, "--n-clusters", 3, "--out", out,
+                   "--save-model", model, "--quiet", *(["--iterations", 50] if method == "turtle" else []))
+    check_outcome(rc, err, out)
+    def usable(s):  # subnormal rows hold 1-2 significant bits (the clusters are gone); 1e38 x 15 is inf
+        return s != 1e-45 and bool(np.isfinite(scaled(s)).all())
+
+    if method == "kmeans" and usable(scale):
+        assert rc == 0 and len(np.unique(np.load(out))) == 3, err
+    if rc == 0:
+        out2 = tmp / "p.npy"
+        rc2, err2 = call("predict", model, tmp / "other.npy", "--out", out2)
+        check_outcome(rc2, err2, out2)
+        if method == "kmeans" and usable(scale) and usable(predict_scale):
+            assert rc2 == 0 and len(np.unique(np.load(out2))) == 3, err2

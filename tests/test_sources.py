@@ -64,7 +64,7 @@ def test_npz_source(tmp_path):
 
 
 def test_array_source_checks():
-    with pytest.raises(SealFastError, match="labels shape"):
+    with pytest.raises(SealFastError, match="labels: 2 labels for 3 samples"):
         ArraySource(np.zeros((3, 4, 4), np.uint8), labels=[0, 1])
     with pytest.raises(SealFastError, match=r"\(N, H, W\)"):
         ArraySource(np.zeros((3, 4, 4, 2), np.uint8))
@@ -103,3 +103,79 @@ def test_preprocessing_sizes_and_normalisation():
     assert same.shape == (2, 3, 32, 32) and same.allclose(1.0 * same.new_ones(1))
     mixed = pp([np.zeros((10, 40, 3), np.uint8), np.zeros((50, 20, 3), np.uint8)])
     assert mixed.shape == (2, 3, 32, 32) and mixed.allclose(-1.0 * mixed.new_ones(1))
+
+
+def test_a_needle_image_is_embedded_within_bounded_memory(tmp_path):
+    """A 20000 x 1 image once grew to 224 x 4.5M floats (12 GB) on resize: the long side
+    is cut to its middle first. Run under a 1.5 GB address-space budget."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, numpy as np, torch\n"
+        "from seal_fast.data.preprocess import Preprocessing\n"
+        "used = int(open('/proc/self/statm').read().split()[0]) * resource.getpagesize()\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (used + 1_500_000_000, resource.RLIM_INFINITY))\n"
+        "for shape in ((20000, 1, 3), (1, 20000, 3)):\n"
+        "    x = Preprocessing(224)([np.full(shape, 128, np.uint8)])\n"
+        "    assert x.shape == (1, 3, 224, 224) and bool(torch.isfinite(x).all())\n"
+        "print('OK')\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "OK", proc.stderr[-2000:]
+
+
+def test_ordinary_images_are_preprocessed_as_before():
+    """The cut applies past 3:1 only: a 4:3 photo gives what a plain resize + centre crop gives."""
+    import torch.nn.functional as F
+
+    img = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    got = Preprocessing(224, mean=(0, 0, 0), std=(1, 1, 1))([img])
+    x = F.interpolate(torch_from(img), size=(224, 299), mode="bicubic", align_corners=False, antialias=True)
+    np.testing.assert_allclose(got.numpy(), x.clamp(0, 1)[:, :, :, 37:261].numpy(), atol=1e-6)
+
+
+def torch_from(img):
+    import torch
+
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255
+
+
+def test_fingerprint_sees_an_edit_that_keeps_size_and_mtime(tmp_path):
+    import os
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(root / f"{i}.png")
+    before = FolderSource(root).fingerprint(samples=0)  # no content sampled: names and stat only
+    target = root / "1.png"
+    st = target.stat()
+    data = bytearray(target.read_bytes())
+    data[-20] ^= 1
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # touch -r: the same size and mtime
+    assert target.stat().st_size == st.st_size and target.stat().st_mtime_ns == st.st_mtime_ns
+    assert FolderSource(root).fingerprint(samples=0) != before
+
+
+def test_a_dangling_link_in_a_folder_is_an_unreadable_image(tmp_path):
+    for root in (tmp_path / "flat", tmp_path / "classes" / "cat"):  # top level, and a class folder
+        root.mkdir(parents=True)
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "a.png")
+        (root / "b.png").symlink_to(tmp_path / "gone.png")
+    for source in (FolderSource(tmp_path / "flat"), FolderSource(tmp_path / "classes")):
+        assert len(source) == 2 and len(source.fingerprint()) == 64  # listed, and no traceback from stat()
+        with pytest.raises(UnreadableImage):
+            source.read(1)
+
+
+@pytest.mark.parametrize("labels,message", [([0, -3, 1], "found -3"), ([-1, -1, -1], "every row is unlabelled")])
+def test_npz_labels_that_cluster_would_refuse_are_refused_at_embed(labels, message):
+    with pytest.raises(SealFastError, match=message):
+        ArraySource(np.zeros((3, 8, 8), np.uint8), np.array(labels))
+
+
+def test_npz_suffix_in_capitals(tmp_path):
+    with open(tmp_path / "x.NPZ", "wb") as f:  # np.savez would append .npz to the name
+        np.savez(f, images=np.zeros((2, 8, 8), np.uint8))
+    assert len(open_source(tmp_path / "x.NPZ")) == 2

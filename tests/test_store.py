@@ -88,3 +88,101 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         save_npy_atomic(tmp_path / "x.npy", Boom())
     assert list(tmp_path.iterdir()) == []
+
+
+# --- names can only ever name a file inside the store ----------------------------------------------
+BAD_NAMES = ["../../../b", "../../evil", "sub/x", "/abs/path", "", "a\\b", "nul\x00x", "x" * 300, "..", "a..b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_write_store_refuses_a_bad_name_before_writing(tmp_path, name):
+    with pytest.raises(SealFastError, match="space name|non-empty name|too long"):
+        write_store(tmp_path / "f", spaces={name: np.zeros((3, 2), np.float32)})
+    assert not (tmp_path / "f").exists()
+
+
+def _tree(path):
+    return sorted((str(p.relative_to(path)), p.read_bytes() if p.is_file() else b"")
+                  for p in path.rglob("*"))
+
+
+def _import_case(tmp_path, how):
+    """A working folder with two arrays (and a bystander file); the command to run in it."""
+    work = tmp_path / "w" / "x" / "y"
+    work.mkdir(parents=True)
+    np.save(work / "a.npy", np.ones((6, 3), np.float32))
+    np.save(work / "b.npy", np.full((6, 2), 7, np.float32))
+    np.save(tmp_path / "victim.npy", np.zeros(1))
+    (tmp_path / "b.npy").write_bytes(b"not to be touched")
+    if how == "flag":
+        args = ["a.npy", "b.npy", "--names", "../../../b", "other"]
+    elif how == "flag-victim":
+        args = ["a.npy", "--names", "../../../victim"]
+    elif how == "npz":
+        np.savez(work / "m.npz", **{"../../../x": np.ones((6, 3), np.float32)})
+        args = ["m.npz"]
+    elif how == "pt":
+        import torch
+
+        torch.save({"../../../x": torch.ones(6, 3)}, work / "m.pt")
+        args = ["m.pt"]
+    else:
+        args = ["a.npy", "--names", how]
+    return work, args
+
+
+@pytest.mark.parametrize("how", ["flag", "flag-victim", "npz", "pt", "sub/x", "/abs/path", "", "../../evil"])
+def test_import_never_writes_outside_out(tmp_path, how):
+    from conftest import cli, one_line_error
+
+    work, args = _import_case(tmp_path, how)
+    before = _tree(tmp_path)
+    rc, _, err = cli("import", *args, "--out", "st", cwd=work)
+    one_line_error(rc, err, "space name" if how != "" else "non-empty name")
+    assert rc == 2
+    assert _tree(tmp_path) == before  # nothing changed, nothing added (no st/ either)
+
+
+def _edit_manifest(store, edit):
+    path = store.path / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m["arrays"]["space_a"].pop("kind"), "kind None is not one of"),
+    (lambda m: m["arrays"].__setitem__("space_b", dict(m["arrays"]["space_a"])), "must be listed as 'space_a'"),
+    (lambda m: m["arrays"]["space_a"].__setitem__("name", "../a"), "name '../a': a space name may not"),
+    (lambda m: m["arrays"].__setitem__("extra", {**m["arrays"]["labels"], "kind": "labels"}),
+     "must be listed as 'labels'"),
+])
+def test_edited_manifests_are_refused(tmp_path, edit, message):
+    store = _store(tmp_path)
+    _edit_manifest(store, edit)
+    with pytest.raises(SealFastError, match=message):
+        FeatureStore(store.path)
+
+
+def test_a_manifest_with_a_key_twice_is_refused(tmp_path):
+    store = _store(tmp_path)
+    path = store.path / "manifest.json"
+    text = path.read_text()
+    entry = json.dumps(json.loads(text)["arrays"]["space_a"])
+    path.write_text(text.replace('"arrays": {', f'"arrays": {{"space_a": {entry}, ', 1))
+    with pytest.raises(SealFastError, match="'space_a' appears twice"):
+        FeatureStore(store.path)
+
+
+@pytest.mark.parametrize("labels,message", [(np.array([0, 1, -3, 2, 0, 1]), "found -3"),
+                                            (np.full(6, -1), "every row is unlabelled")])
+def test_labels_every_later_step_would_refuse_are_refused_when_written(tmp_path, labels, message):
+    from conftest import cli, one_line_error
+
+    np.save(tmp_path / "a.npy", np.ones((6, 3), np.float32))
+    np.save(tmp_path / "l.npy", labels)
+    rc, _, err = cli("import", tmp_path / "a.npy", "--labels", tmp_path / "l.npy", "--out", tmp_path / "st")
+    one_line_error(rc, err, message)
+    assert not (tmp_path / "st").exists()
+    with pytest.raises(SealFastError, match=message.replace("every row is unlabelled", "unlabelled")):
+        write_store(tmp_path / "w", spaces={"a": np.ones((6, 3), np.float32)}, labels=labels)

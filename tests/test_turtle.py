@@ -99,3 +99,14 @@ def test_inner_init_is_nn_linear_default():
     bound = 1 / math.sqrt(100)
     assert W0s[0].abs().max() <= bound and b0s[0].abs().max() <= bound
     assert W0s[0].std() > bound / 3  # uniform on [-bound, bound] has std bound/sqrt(3)
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-20])
+def test_extreme_magnitudes_are_refused_not_answered_with_one_cluster(scale):
+    """TURTLE's logits are raw products: rows of 1e20 saturate every softmax. Refused, with how to fix it."""
+    Z, _ = blobs(n=200, k=3, seed=7)
+    with pytest.raises(ValueError, match="typical row norm is .* rescale the features"):
+        TURTLE(3, iterations=5, device="cpu").fit([(Z.astype(np.float64) * scale).astype(np.float32)])
+    model = TURTLE(3, iterations=5, device="cpu").fit([Z])
+    with pytest.raises(ValueError, match="typical row norm"):
+        model.predict([(Z.astype(np.float64) * scale).astype(np.float32)])

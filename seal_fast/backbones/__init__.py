@@ -8,7 +8,7 @@ from .dinov2 import DINOV2_MODELS, DINOv2Encoder
 from .efficientnet import EFFICIENTNET_LITE, EfficientNetLite
 
 DEFAULT_BACKBONE = "efficientnet-lite0"
-# the patch features come from a second network, as both papers take them (README)
+# the patch features come from a second network, as both papers take them (docs/results.md)
 DEFAULT_PATCH_BACKBONE = "efficientnet-lite2"
 
 

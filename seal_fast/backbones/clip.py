@@ -14,6 +14,7 @@ from __future__ import annotations
 from ..data.preprocess import CLIP_MEAN, CLIP_STD, Preprocessing
 from ..errors import SealFastError
 from .base import Backbone
+from .hub import require_hub
 
 # our name -> open_clip architecture
 CLIP_MODELS = {
@@ -34,6 +35,8 @@ def create_clip_model(name: str, weights: str | None = None):
         raise SealFastError(f"{name} needs open_clip: `pip install open_clip_torch`") from exc
     arch = CLIP_MODELS[name]
     pretrained = str(weights) if weights is not None else "openai"
+    if weights is None:
+        require_hub(name, (open_clip.get_pretrained_cfg(arch, "openai") or {}).get("hf_hub"))
     try:
         # OpenAI's CLIP was trained with QuickGELU; open_clip sets it for the
         # "openai" tag itself but not for a local file, so say it explicitly.

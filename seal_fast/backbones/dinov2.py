@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ..errors import SealFastError
 from .base import Backbone
+from .hub import require_hub
 
 DINOV2_MODELS = {
     "dinov2-vit-s-14": "vit_small_patch14_dinov2.lvd142m",
@@ -33,6 +34,8 @@ class DINOv2Encoder(Backbone):
             raise SealFastError(f"{name} needs timm: `pip install timm`") from exc
         self.name = name
         overlay = {"file": str(weights)} if weights is not None else None
+        if weights is None:
+            require_hub(name, getattr(timm.models.get_pretrained_cfg(DINOV2_MODELS[name]), "hf_hub_id", None))
         try:
             self.model = timm.create_model(DINOV2_MODELS[name], pretrained=True, pretrained_cfg_overlay=overlay,
                                            img_size=IMAGE_SIZE, num_classes=0)

@@ -11,6 +11,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_ASPECT = 3  # long side / short side kept before resizing (see _resize_crop)
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,18 @@ class Preprocessing:
         return (x - mean) / std
 
     def _resize_crop(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().div_(255.0)
         h, w = x.shape[-2:]
+        # The centre crop keeps the middle min(h, w) of the long side. A long side beyond
+        # MAX_ASPECT times the short one is cut to its middle first, so that memory stays
+        # bounded by construction (a 20000 x 1 image would otherwise be resized to
+        # 224 x 4.5M floats); the cut keeps min(h, w) of margin on either side of the
+        # crop, far more than the filter reaches, and leaves every ordinary image as it was.
+        if max(h, w) > MAX_ASPECT * min(h, w):
+            keep = MAX_ASPECT * min(h, w)
+            x = x[..., (h - keep) // 2:(h - keep) // 2 + keep, :] if h > w else \
+                x[..., (w - keep) // 2:(w - keep) // 2 + keep]
+            h, w = x.shape[-2:]
+        x = x.float().div_(255.0)
         scale = self.size / min(h, w)
         nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
         if (nh, nw) != (h, w):

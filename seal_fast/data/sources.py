@@ -7,17 +7,17 @@ no backbone ever sees a channel count it does not expect.
 from __future__ import annotations
 
 import abc
-import contextlib
 import gzip
 import hashlib
 import os
-import zipfile
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import SealFastError
+from ..readers import open_npz
+from ..validation import check_labels
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 FASHION_MNIST_DIR = os.environ.get("SEAL_FAST_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
@@ -89,12 +89,8 @@ class ArraySource(ImageSource):
             raise SealFastError(f"images have a zero-size axis: shape {images.shape}")
         self.images = images
         if labels is not None:
-            labels = np.asarray(labels)
-            if labels.shape != (images.shape[0],):
-                raise SealFastError(f"labels shape {labels.shape} does not match {images.shape[0]} images")
-            if not np.issubdtype(labels.dtype, np.integer):
-                raise SealFastError(f"labels must be integers, got {labels.dtype}")
-            labels = labels.astype(np.int64)
+            # checked as `cluster` checks them, so a store never holds labels every later step refuses
+            labels = check_labels(np.asarray(labels), images.shape[0], "labels", allow_unlabelled=True)
         self.labels = labels
         self.class_names = class_names
         self.description = description or {"kind": "array", "shape": list(images.shape)}
@@ -131,7 +127,9 @@ class FolderSource(ImageSource):
                 kept_classes.append(name)
                 files += found
         self.ignored_top_level = 0
-        top_level = [p for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+        # a link whose target is gone is kept, so that it is reported unreadable rather than silently left out
+        top_level = [p for p in sorted(root.iterdir()) if (p.is_file() or p.is_symlink())
+                     and p.suffix.lower() in IMAGE_EXTENSIONS]
         if files:
             self.ignored_top_level = len(top_level)
             self.labels = np.asarray(labels, dtype=np.int64)
@@ -154,16 +152,24 @@ class FolderSource(ImageSource):
         return str(self.files[index].relative_to(self.root))
 
     def fingerprint(self, samples: int = 64, sample_bytes: int = 1 << 16) -> str:
-        """Every file's name, size and modification time, and the first bytes of an
-        evenly spaced sample of files (cheap for a million files, and an edit that
-        keeps size and time is still likely to touch a sampled header)."""
+        """Every file's name, size, modification time and change time, and the first
+        bytes of an evenly spaced sample of files (cheap for a million files). The
+        change time moves with every write and with `touch -r`, and only the kernel
+        sets it, so an edit that keeps size and modification time is still seen; a
+        file that cannot be read counts as such (it is skipped when embedded)."""
         h = hashlib.sha256()
         for i, path in enumerate(self.files):
-            st = path.stat()
-            h.update(f"{self.name_of(i)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            try:
+                st = path.stat()
+                h.update(f"{self.name_of(i)}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0".encode())
+            except OSError:
+                h.update(f"{self.name_of(i)}\0unreadable\0".encode())
         for i in np.linspace(0, len(self.files) - 1, min(samples, len(self.files))).astype(int):
-            with open(self.files[i], "rb") as f:
-                h.update(f.read(sample_bytes))
+            try:
+                with open(self.files[i], "rb") as f:
+                    h.update(f.read(sample_bytes))
+            except OSError:
+                h.update(b"unreadable")
         return h.hexdigest()
 
     def read(self, index):
@@ -230,49 +236,6 @@ def _image_files(folder: Path) -> list[Path]:
     return out
 
 
-@contextlib.contextmanager
-def open_npz(path):
-    """The arrays of a .npz archive as a read-only mapping, with a one-line reason for
-    every way the file can be wrong (empty, not a zip, damaged, object arrays)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SealFastError(f"{path} does not exist")
-    if path.stat().st_size == 0:
-        raise SealFastError(f"{path}: empty file, not a .npz archive")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"PK\x03\x04":  # numpy would guess a pickle and say so: name what the file is not instead
-        raise SealFastError(f"{path}: not a readable .npz archive (a zip of .npy arrays); it does not start "
-                            "like a zip file")
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise SealFastError(f"{path}: not a readable .npz archive (a zip of .npy arrays): "
-                            f"{str(exc).splitlines()[0]}") from exc
-    with data:
-        yield _NpzMembers(data, path)
-
-
-class _NpzMembers:
-    def __init__(self, data, path: Path):
-        self.data, self.path = data, path
-
-    def __iter__(self):
-        return iter(self.data.files)
-
-    def __contains__(self, key):
-        return key in self.data.files
-
-    def __getitem__(self, key: str) -> np.ndarray:
-        try:
-            return self.data[key]
-        except Exception as exc:  # zip, zlib and numpy errors of a damaged member; object arrays
-            if "allow_pickle" in str(exc):
-                raise SealFastError(f"{self.path}: array {key!r} holds Python objects (pickled data), which are "
-                                    "never loaded; save plain numeric arrays") from exc
-            raise SealFastError(f"{self.path}: array {key!r} is damaged ({str(exc).splitlines()[0]})") from exc
-
-
 def load_npz(path) -> ArraySource:
     path = Path(path)
     with open_npz(path) as members:
@@ -331,7 +294,7 @@ def open_source(spec) -> ImageSource:
     path = Path(spec_str)
     if path.is_dir():
         return FolderSource(path)
-    if path.is_file() and path.suffix == ".npz":
+    if path.is_file() and path.suffix.lower() == ".npz":
         return load_npz(path)
     if path.exists():
         raise SealFastError(f"{spec_str}: expected an image folder or a .npz file")
