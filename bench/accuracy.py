@@ -1,5 +1,5 @@
 """Accuracy of K-Means, TURTLE, SEAL and SATC on one dataset, 1-space and 2-space,
-over seeds, on the same cached features: the command behind the README's tables.
+over seeds, on the same cached features: the command behind the results tables (README, docs/results.md).
 
     python bench/accuracy.py --dataset fashion-mnist --seeds 0 1 2 \
         --out bench/results/accuracy-fashion-mnist.jsonl
@@ -22,15 +22,16 @@ import json
 import os
 import platform
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from seal_fast import SATC, SEAL, TURTLE, FeatureStore, KMeans
+from seal_fast import FeatureStore, KMeans, pipeline
 from seal_fast.embed import embed
+from seal_fast.inputs import ArrayInputs
+from seal_fast.models import estimator_class
 from seal_fast.metrics import evaluate, triplet_accuracy
 
 NETS = {"lite0": "efficientnet-lite0", "lite1": "efficientnet-lite1", "lite2": "efficientnet-lite2"}
@@ -48,7 +49,6 @@ CONFIGS = {
     "satc": ("satc", ["lite0"], "lite2", {}),
     "satc-same-network": ("satc", ["lite0"], "lite0", {}),
 }
-ESTIMATORS = {"kmeans": KMeans, "turtle": TURTLE, "seal": SEAL, "satc": SATC}
 
 
 def splits(dataset: str) -> tuple[str, str]:
@@ -78,15 +78,16 @@ def make_stores(dataset: str, configs: list[str], cache: Path, compile: bool) ->
             store_for(source, net, cache, compile)
 
 
-def inputs(source: str, nets: list[str], patch_net: str | None, cache: Path):
-    spaces = [np.asarray(store_for(source, n, cache).space(NETS[n])) for n in nets]
+def inputs(source: str, nets: list[str], patch_net: str | None, cache: Path) -> ArrayInputs:
+    """The visual spaces of some networks' stores and the patches of another's, as one input."""
+    spaces = {NETS[n]: np.asarray(store_for(source, n, cache).space(NETS[n])) for n in nets}
     patches = store_for(source, patch_net, cache).patches() if patch_net else None
     labels = store_for(source, nets[0], cache).labels()
     for n in nets[1:] + ([patch_net] if patch_net else []):
         other = store_for(source, n, cache).labels()
         if other is None or labels is None or not np.array_equal(other, labels):
             raise SystemExit(f"the stores of {source} do not hold the same images in the same order")
-    return spaces, patches, labels
+    return ArrayInputs(spaces, patches=patches, labels=labels, description={"kind": "bench", "source": source})
 
 
 def machine() -> str:
@@ -97,17 +98,16 @@ def machine() -> str:
 def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) -> dict:
     method, nets, patch_net, settings = CONFIGS[config]
     fit_source, eval_source = splits(dataset)
-    Zs, P, fit_y = inputs(fit_source, nets, patch_net, cache)
-    cls = ESTIMATORS[method]
-    params = {**settings, **{k: v for k, v in overrides.items() if k in cls.param_names()}}
+    fit_inputs = inputs(fit_source, nets, patch_net, cache)
+    params = {**settings, **{k: v for k, v in overrides.items() if k in pipeline.method_params(method)}}
     # fit and label the same images: the spaces just read are the ones to score
-    eval_Zs, _, y = (Zs, None, fit_y) if eval_source == fit_source else inputs(eval_source, nets, None, cache)
+    eval_inputs = fit_inputs if eval_source == fit_source else inputs(eval_source, nets, None, cache)
+    y = eval_inputs.labels()
     n_clusters = int(len(np.unique(y)))
-    model = cls(n_clusters, seed=seed, **params)
-    t0 = time.perf_counter()
-    model.fit(Zs, **({"patches": P} if method in ("seal", "satc") else {}))
-    fit_s = time.perf_counter() - t0
-    pred = model.labels_ if fit_source == eval_source else model.predict(eval_Zs)
+    run = pipeline.cluster(fit_inputs, method, n_clusters, seed=seed, **params)
+    model, fit_s = run.model, run.report["timings"]["fit_s"]
+    pred = run.labels if fit_source == eval_source else pipeline.predict(model, eval_inputs)
+    eval_Zs = [eval_inputs.space(name) for name in eval_inputs.spaces]
     row = {"dataset": dataset, "config": config, "method": method, "seed": seed,
            "spaces": [NETS[n] for n in nets], "patches": NETS[patch_net] if patch_net else None,
            "params": {k: v for k, v in model.get_params().items() if k not in ("verbose", "device")},
@@ -135,7 +135,7 @@ def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) 
 
 def settings_changed(row: dict) -> str:
     """The row's estimator settings that differ from the package's current defaults."""
-    defaults = json.loads(json.dumps(ESTIMATORS[row["method"]](2).get_params(), default=str))
+    defaults = json.loads(json.dumps(estimator_class(row["method"])(2).get_params(), default=str))
     changed = [f"{k}={v}" for k, v in row["params"].items()
                if k not in ("seed", "n_clusters") and defaults.get(k) != v]
     return ", ".join(changed) or "defaults"

@@ -7,6 +7,7 @@
 #include <torch/extension.h>
 
 #include "cuda/linear_fit_plan.h"
+#include "cuda/patch_gat_plan.h"
 
 #ifndef SEAL_FAST_TORCH_VERSION
 #define SEAL_FAST_TORCH_VERSION "unknown"
@@ -113,4 +114,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         "of widths dims, on a GPU with sm_count SMs (element: 4 for float32 weights)",
         pybind11::arg("B"), pybind11::arg("K"), pybind11::arg("dims"), pybind11::arg("sm_count"),
         pybind11::arg("element") = 4);
+  m.def("patch_gat_cuda_smem_bytes", &seal_fast::patch_gat_plan::smem_bytes,
+        "Shared memory one block of the CUDA patch_gat needs for an image of M patches with k neighbours each",
+        pybind11::arg("M"), pybind11::arg("k"), pybind11::arg("element"));
 }

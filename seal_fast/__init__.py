@@ -1,11 +1,32 @@
-"""seal_fast: discover human-meaningful categories in unlabeled images (SEAL, SATC, TURTLE)."""
-from ._version import __version__
-from ._info import build_info
-from . import ops  # registers every op's fake kernel and autograd
-from .errors import SealFastError
-from .models import SATC, SEAL, TURTLE, KMeans, load_model
-from .self_test import self_test
-from .store import FeatureStore
+"""seal_fast: discover human-meaningful categories in unlabeled images (SEAL, SATC, TURTLE).
 
-__all__ = ["__version__", "build_info", "ops", "SealFastError", "load_model", "FeatureStore", "self_test",
-           "KMeans", "TURTLE", "SEAL", "SATC"]
+The names below are imported on first use (PEP 562), so that `import seal_fast` and
+`seal-fast --help` start without loading torch, and a Ctrl-C while they load is
+answered like any other interruption.
+"""
+import importlib
+
+from ._version import __version__
+
+# name -> (module, attribute; None: the module itself)
+_WHERE = {
+    "build_info": ("._info", "build_info"), "ops": (".ops", None), "SealFastError": (".errors", "SealFastError"),
+    "load_model": (".models", "load_model"), "FeatureStore": (".store", "FeatureStore"),
+    "self_test": (".self_test", "self_test"), "KMeans": (".models", "KMeans"), "TURTLE": (".models", "TURTLE"),
+    "SEAL": (".models", "SEAL"), "SATC": (".models", "SATC"), "pipeline": (".pipeline", None),
+}
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'seal_fast' has no attribute {name!r}")
+    module_name, attribute = _WHERE[name]
+    module = importlib.import_module(module_name, __name__)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(__all__)

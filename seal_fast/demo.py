@@ -28,6 +28,11 @@ from .store import FeatureStore, atomic_path, save_json_atomic
 DEMO_ITERATIONS = 1000
 DEMO_DISTILL_EPOCHS = 3
 DEMO_RESTARTS = 1
+DEMO_METHODS = {  # name -> (method, the settings that differ from its defaults)
+    "K-Means": ("kmeans", {}),
+    "TURTLE": ("turtle", {"iterations": DEMO_ITERATIONS}),
+    "SEAL": ("seal", {"iterations": DEMO_ITERATIONS, "epochs": DEMO_DISTILL_EPOCHS, "restarts": DEMO_RESTARTS}),
+}
 
 
 def _features(dataset: str, out: Path, device: str) -> FeatureStore:
@@ -47,7 +52,7 @@ def _features(dataset: str, out: Path, device: str) -> FeatureStore:
 
 
 def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto", seed: int = 0) -> dict:
-    from .models import SEAL, TURTLE, KMeans, store_inputs
+    from . import pipeline
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -57,21 +62,16 @@ def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto"
     if y is None:
         raise SealFastError(f"the demo needs a labelled dataset; {dataset} has no labels")
     k = int(len(np.unique(y)))
-    methods = {
-        "K-Means": KMeans(k, seed=seed, device=device),
-        "TURTLE": TURTLE(k, iterations=DEMO_ITERATIONS, seed=seed, device=device, verbose=True),
-        "SEAL": SEAL(k, iterations=DEMO_ITERATIONS, epochs=DEMO_DISTILL_EPOCHS, restarts=DEMO_RESTARTS, seed=seed,
-                     device=device, verbose=True),
-    }
-    rows = {}
-    for step, (name, model) in enumerate(methods.items(), start=2):
+    rows, labels = {}, {}
+    for step, (name, (method, params)) in enumerate(DEMO_METHODS.items(), start=2):
         print(f"[{step}/4] fitting {name} ...", flush=True)
         t = time.perf_counter()
-        Zs, extra = store_inputs(model, store, [DEFAULT_BACKBONE])
-        model.fit(Zs, **extra)
-        rows[name] = {**evaluate(y, model.labels_), "seconds": round(time.perf_counter() - t, 1)}
-        if isinstance(model, (TURTLE, SEAL)):  # fewer than the cap when the stopping rule ended the labeling
-            rows[name]["labeling_iterations"] = model.n_iter_
+        run = pipeline.cluster(store, method, k, spaces=[DEFAULT_BACKBONE], seed=seed, device=device,
+                               verbose=method != "kmeans", **params)
+        labels[name] = run.labels
+        rows[name] = {**evaluate(y, run.labels), "seconds": round(time.perf_counter() - t, 1)}
+        if hasattr(run.model, "n_iter_") and method != "kmeans":  # fewer than the cap when the rule stopped it
+            rows[name]["labeling_iterations"] = run.model.n_iter_
     print()
     print(f"{dataset}: N={store.n}, K={k}; visual space {DEFAULT_BACKBONE}, patches {DEFAULT_PATCH_BACKBONE} "
           f"(embedding took {t_embed:.0f} s; labeling T at most {DEMO_ITERATIONS}, "
@@ -83,7 +83,7 @@ def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto"
     figure = out / "seal_clusters.png"
     images = open_source(dataset)
     index = np.load(store.path / "source_index.npy") if (store.path / "source_index.npy").exists() else None
-    write_figure(figure, images, {name: m.labels_ for name, m in methods.items()}, y, rows, index,
+    write_figure(figure, images, labels, y, rows, index,
                  store.manifest.get("class_names"))
     summary = {"dataset": dataset, "n": store.n, "k": k, "embed_seconds": round(t_embed, 1),
                "total_seconds": round(time.perf_counter() - t0, 1), "labeling_iterations_max": DEMO_ITERATIONS,
@@ -106,11 +106,12 @@ def matched_order(truth: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np
 
 
 def write_figure(path: Path, source, labels: dict, truth: np.ndarray, rows: dict, index=None, class_names=None,
-                 method: str = "SEAL", per_cluster: int = 12, cell: int = 40) -> None:
+                 method: str = "SEAL", per_cluster: int = 12, cell: int = 40) -> dict:
     """Left: `per_cluster` random members of every cluster `method` found, one row each,
     in the order of the classes they were matched to. Right: every method's confusion
     matrix, clusters (rows) matched to classes (columns) by the Hungarian matching so
-    the matched counts lie on the diagonal, titled with the method and its ACC."""
+    the matched counts lie on the diagonal, titled with the method and its ACC.
+    Returns where everything was drawn (what the tests read the picture by)."""
     from PIL import Image, ImageDraw
 
     rng = np.random.default_rng(0)
@@ -124,12 +125,18 @@ def write_figure(path: Path, source, labels: dict, truth: np.ndarray, rows: dict
     height = max(title_h + len(grid_clusters) * (cell + pad), len(labels) * (mat_h + 10)) + 20
     canvas = Image.new("RGB", (grid_w + 30 + mat_w, height), "white")
     draw = ImageDraw.Draw(canvas)
-    draw.text((label_w, 4), f"{method}: members of each cluster (ACC {rows[method]['acc']:.1f})", fill="black")
+    grid_title = f"{method}: members of each cluster (ACC {rows[method]['acc']:.1f})"
+    draw.text((label_w, 4), grid_title, fill="black")
+    layout = {"grid": {"title": grid_title, "rows": []}, "matrices": {}}
     for r, c in enumerate(grid_clusters):
         y0 = title_h + r * (cell + pad)
         draw.text((4, y0 + cell // 2 - 6), f"c{c}", fill="black")
         members = np.flatnonzero(labels[method] == c)
-        for j, m in enumerate(rng.choice(members, min(per_cluster, members.size), replace=False)):
+        shown = rng.choice(members, min(per_cluster, members.size), replace=False)
+        layout["grid"]["rows"].append({"cluster": int(c), "y": y0, "cell": cell,
+                                       "x": [label_w + j * (cell + pad) for j in range(len(shown))],
+                                       "members": [int(m) for m in shown]})
+        for j, m in enumerate(shown):
             src_index = int(index[m]) if index is not None else int(m)
             img = Image.fromarray(source.read(src_index)).resize((cell, cell), Image.NEAREST)
             canvas.paste(img, (label_w + j * (cell + pad), y0))
@@ -137,7 +144,10 @@ def write_figure(path: Path, source, labels: dict, truth: np.ndarray, rows: dict
     for p, (name, pred) in enumerate(labels.items()):
         table, _, ordered = matched_order(truth, pred)
         top = p * (mat_h + 10)
-        draw.text((x0, top + 4), f"{name}: ACC {rows[name]['acc']:.1f} (clusters x classes)", fill="black")
+        title = f"{name}: ACC {rows[name]['acc']:.1f} (clusters x classes)"
+        draw.text((x0, top + 4), title, fill="black")
+        layout["matrices"][name] = {"title": title, "x": x0 + 36, "y": top + title_h, "cell": mat_cell,
+                                    "clusters": [int(c) for c in ordered], "table": table.tolist()}
         peak = max(1, table.max())
         for r in range(table.shape[0]):
             for c in range(table.shape[1]):
@@ -152,3 +162,4 @@ def write_figure(path: Path, source, labels: dict, truth: np.ndarray, rows: dict
         draw.text((4, canvas.height - 14), legend[:160], fill="black")
     with atomic_path(path, ".png") as tmp:
         canvas.save(tmp, format="PNG")
+    return layout

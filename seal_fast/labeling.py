@@ -10,8 +10,8 @@ soft labels with M Adam steps (cold start), then updates the task encoder on
     sum_k CE(w_k z_k (detached), labels) - gamma * sum_k H(mean_batch softmax(theta_k z_k))
 
 which is the first-order hypergradient of the official code. Everything stays
-on the device: the official code gathers each batch on the CPU and copies it
-over, which alone costs it 7x on a GPU.
+on the device, where the official code gathers each batch on the CPU and copies
+it over (what that costs is in docs/performance.md).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from .ops.soft_cross_entropy import soft_cross_entropy
 from .ops.unrolled_linear_fit import unrolled_linear_fit
+from .rows import by_row_blocks
 
 
 @dataclass
@@ -44,7 +45,7 @@ class LabelingConfig:
     # subset are compared with the previous window's; the search stops once at most
     # a `stop_tol` share of them changed in each of `stop_patience` windows in a row
     # (stop_tol = 0: run all `iterations`)
-    stop_tol: float = 0.0
+    stop_tol: float = 0.02  # the estimators' default (docs/results.md, "Stopping rule")
     stop_window: int = 100
     stop_patience: int = 3
     probe_size: int = 5000
@@ -80,14 +81,14 @@ class TaskEncoder(nn.Module):
         return sum(per_space) / len(per_space), per_space
 
     @torch.no_grad()
-    def predict_proba(self, Zs: Sequence[torch.Tensor], block: int = 65536) -> torch.Tensor:
+    def predict_proba(self, Zs: Sequence[torch.Tensor]) -> torch.Tensor:
         """The labeling's probabilities (N, K), computed in row blocks."""
-        return torch.cat([self([Z[s:s + block] for Z in Zs])[0] for s in range(0, Zs[0].shape[0], block)])
+        return by_row_blocks(lambda *zs: self(list(zs))[0], *Zs)
 
     @torch.no_grad()
-    def predict(self, Zs: Sequence[torch.Tensor], block: int = 65536) -> torch.Tensor:
+    def predict(self, Zs: Sequence[torch.Tensor]) -> torch.Tensor:
         """The labels (N,), block by block: never the N x K probabilities at once."""
-        return torch.cat([self([Z[s:s + block] for Z in Zs])[0].argmax(1) for s in range(0, Zs[0].shape[0], block)])
+        return by_row_blocks(lambda *zs: self(list(zs))[0].argmax(1), *Zs)
 
 
 def init_inner(dims, n_clusters, generator, device, dtype=torch.float32):

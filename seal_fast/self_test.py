@@ -138,3 +138,12 @@ def format_rows(rows: list[dict]) -> str:
             lines.append(f"{r['op']:<30}{r['device']:<10}{r['max_error']:>12.2e}{r['max_grad_error']:>12.2e}  "
                          f"{r['status']}")
     return "\n".join(lines)
+
+
+def check_report(devices=None) -> tuple[str, bool]:
+    """`seal-fast info --check`: the table of `self_test` with a last line, and whether every op agreed."""
+    rows = self_test(devices)
+    failed = [r for r in rows if r["ok"] is False]
+    last = (f"{len(failed)} of {sum(r['ok'] is not None for r in rows)} op checks failed" if failed
+            else "every compiled op agrees with its reference")
+    return format_rows(rows) + "\n" + last, not failed

@@ -1,4 +1,7 @@
+import hashlib
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,16 @@ def blobs(n=600, k=4, d=16, sep=6.0, seed=0, spaces=1):
         A = rng.normal(size=(d, d + 8 * s)) / np.sqrt(d)
         Zs.append((base @ A + 0.1 * rng.normal(size=(n, d + 8 * s))).astype(np.float32))
     return (Zs[0] if spaces == 1 else Zs), y
+
+
+def three_views(n=600, k=4, seed=0, text_noise=0.1):
+    """Visual, patch (M=9 patches whose mean carries the class) and text views of one labelling."""
+    rng = np.random.default_rng(seed)
+    Z, y = blobs(n=n, k=k, d=16, seed=seed)
+    means = rng.normal(size=(k, 12)) * 3
+    P = (means[y][:, None, :] + rng.normal(size=(n, 9, 12))).astype(np.float32)
+    T = (np.eye(k)[y] @ rng.normal(size=(k, 8)) + text_noise * rng.normal(size=(n, 8))).astype(np.float32)
+    return Z, P, T, y
 
 
 @pytest.fixture
@@ -66,3 +79,25 @@ def load_bench(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# --- running the command line, and reading what it did ---------------------------------------
+def cli(*argv, cwd=None):
+    """Run `python -m seal_fast ARGV` and return (exit code, stdout, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "seal_fast", *map(str, argv)], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def one_line_error(rc, err, *fragments):
+    assert rc not in (0, None), err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def digest(path):
+    """Contents of a file or every file of a folder, to show nothing was touched."""
+    paths = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}

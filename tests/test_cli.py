@@ -154,3 +154,150 @@ def test_stop_rule_recorded_in_the_report(capsys, tmp_path, store):
     assert rc == 0, err
     details = json.loads(res.with_suffix(".json").read_text())["fit_details"]
     assert details["labeling_iterations"] == 300 and details["labeling_stopped_early"]  # 3 quiet windows of 100
+
+
+# --- damaged inputs and outputs: one line, exit 2, nothing half-written ----------------------------
+def _fitted_kmeans(tmp_path, store):
+    rc = main(["cluster", str(store.path), "--method", "kmeans", "--n-clusters", "3", "--out",
+               str(tmp_path / "r.npy"), "--save-model", str(tmp_path / "km.pt"), "--quiet"])
+    assert rc == 0
+    return tmp_path / "km.pt"
+
+
+def test_a_bit_flipped_model_is_refused(tmp_path, store):
+    import zipfile
+
+    from conftest import cli, one_line_error
+
+    model = _fitted_kmeans(tmp_path, store)
+    raw = bytearray(model.read_bytes())
+    with zipfile.ZipFile(model) as z:  # the centres' storage is the largest member
+        info = max(z.infolist(), key=lambda i: i.file_size)
+    local = info.header_offset
+    start = local + 30 + int.from_bytes(raw[local + 26:local + 28], "little") + \
+        int.from_bytes(raw[local + 28:local + 30], "little")
+    raw[start + info.file_size // 2] ^= 0x10
+    model.write_bytes(bytes(raw))
+    rc, _, err = cli("predict", model, store.path, "--out", tmp_path / "p.npy")
+    one_line_error(rc, err, "damaged file (checksum mismatch")
+    assert not (tmp_path / "p.npy").exists()
+
+
+def test_a_model_whose_params_contradict_its_state_is_refused(tmp_path, store):
+    import torch
+
+    from conftest import cli, one_line_error
+
+    model = _fitted_kmeans(tmp_path, store)
+    payload = torch.load(model, weights_only=True)
+    payload["params"]["n_clusters"] = 4  # the state holds 3 centres
+    torch.save(payload, model)
+    rc, _, err = cli("predict", model, store.path, "--out", tmp_path / "p.npy")
+    one_line_error(rc, err, "damaged or altered", "cluster_centers_ has shape (3,")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "turtle", "--iterations", str(10**23)], "iterations must be an integer >= 1 (at most"),
+    (["--method", "seal", "--epochs", "0"], "epochs must be an integer >= 1"),
+])
+def test_absurd_counts_are_one_line(capsys, tmp_path, store, args, message):
+    rc, _, err = run(capsys, "cluster", store.path, "--n-clusters", 3, "--out", tmp_path / "r.npy", *args)
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_evaluate_refuses_what_is_not_labels(capsys, tmp_path):
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.savez(tmp_path / "x.npz", y=np.zeros(3))
+    np.save(tmp_path / "y.npy", np.zeros(3, np.int64))
+    for bad, message in (("empty.npy", "empty file"), ("x.npz", "zip archive")):
+        rc, _, err = run(capsys, "evaluate", tmp_path / bad, "--truth", tmp_path / "y.npy")
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    rc, _, err = run(capsys, "evaluate", tmp_path / "y.npy", "--truth", tmp_path)
+    assert rc == 2 and "is not a feature store" in err
+
+
+def test_evaluation_labels_are_checked_before_the_fit_and_never_block_a_store(tmp_path, store):
+    import time
+
+    from conftest import cli, one_line_error
+
+    np.save(tmp_path / "a.npy", store.space("a"))
+    np.save(tmp_path / "none.npy", np.full(store.n, -1))
+    t0 = time.monotonic()
+    rc, _, err = cli("cluster", tmp_path / "a.npy", "--labels", tmp_path / "none.npy", "--method", "turtle",
+                     "--n-clusters", 3, "--iterations", 10**8, "--stop-tol", 0, "--out", tmp_path / "r.npy")
+    one_line_error(rc, err, "--labels", "every row is unlabelled")
+    assert time.monotonic() - t0 < 60 and not (tmp_path / "r.npy").exists()  # refused before 10^8 iterations
+    np.save(store.path / "labels.npy", np.full(store.n, -3))  # a store edited by hand: labels it cannot use
+    rc, out, err = cli("cluster", store.path, "--method", "kmeans", "--n-clusters", 3, "--out", tmp_path / "r.npy")
+    assert rc == 0 and "no evaluation (" in out and "found -3" in out, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert "evaluation" not in report and "found -3" in report["evaluation_skipped"]
+
+
+def test_a_bad_row_of_a_store_is_named_with_its_store_and_space(capsys, tmp_path):
+    Z, _ = blobs(n=50, k=2, seed=3)
+    Z[33, 1] = np.nan
+    s = write_store(tmp_path / "nan", spaces={"vis": Z})
+    rc, _, err = run(capsys, "cluster", s.path, "--method", "kmeans", "--n-clusters", 2, "--out", tmp_path / "r.npy")
+    assert rc == 2 and f"feature store {s.path}: space 'vis': row 33 contains NaN" in err
+    c = write_store(tmp_path / "complex", spaces={"vis": Z[:, :2].astype(np.complex64)})
+    rc, _, err = run(capsys, "cluster", c.path, "--method", "kmeans", "--n-clusters", 2, "--out", tmp_path / "r.npy")
+    assert rc == 2 and "space 'vis': Complex data not supported" in err
+
+
+def test_the_patch_graph_hint_names_the_option(capsys, tmp_path):
+    Z, y = blobs(n=60, k=2, seed=4)
+    P = np.random.default_rng(0).normal(size=(60, 4, 3)).astype(np.float32)
+    s = write_store(tmp_path / "f", spaces={"vis": Z}, patches=P)
+    args = ["cluster", s.path, "--method", "seal", "--n-clusters", 2, "--out", tmp_path / "r.npy", "--quiet",
+            "--epochs", 1, "--restarts", 1, "--iterations", 5]
+    rc, _, err = run(capsys, *args)
+    assert rc == 2 and "--patch-neighbors" in err
+    rc, _, err = run(capsys, *args, "--patch-neighbors", 2)
+    assert rc == 0, err
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, store):
+    """A 1,000-byte file size limit stands in for a full disk (the write fails with EFBIG)."""
+    wrapper = ("import resource, signal, sys\n"
+               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+               "from seal_fast.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    np.save(tmp_path / "a.npy", store.space("a"))
+    for argv in (["cluster", store.path, "--method", "kmeans", "--n-clusters", 3, "--out", out / "r.npy",
+                  "--save-model", out / "m.pt", "--quiet"],
+                 ["import", tmp_path / "a.npy", "--out", out / "st"]):
+        proc = subprocess.run([sys.executable, "-c", wrapper, *map(str, argv)], capture_output=True, text=True,
+                              timeout=300)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and "cannot write" in lines[0], proc.stderr
+        assert "nothing was written" in lines[0]
+        assert not [p for p in out.rglob("*") if p.is_file()]  # no output, no temporary file
+
+
+def test_ctrl_c_while_the_modules_load_is_one_line(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "seal_fast", "info"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(0.4)  # inside main, while torch loads
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and len(err.strip().splitlines()) == 1 and "interrupted" in err, err
+
+
+def test_torchrun_says_a_bad_input_once(tmp_path):
+    """Every rank meets the same error; rank 0 alone prints it (torchrun adds its own summary after)."""
+    import os
+
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "seal_fast", "cluster", str(tmp_path / "missing"), "--method", "kmeans",
+                           "--n-clusters", "3", "--out", str(tmp_path / "r.npy"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert (proc.stdout + proc.stderr).count("seal-fast cluster: error:") == 1, proc.stderr[-3000:]

@@ -116,7 +116,18 @@ def test_patch_gat_large_graphs_do_not_fit_on_chip():
     assert not fits_on_chip(1600, 9, torch.float32, h100)  # at 560 px: no
     assert not fits_on_chip(1024, 9, torch.float32, sm86)  # DINOv2 at 448 px on an RTX 30/40
     assert not fits_on_chip(400, 9, torch.float64, sm86)
-    assert shared_memory_bytes(49, 9, torch.float32) == 4 * (5 * 49 + 2 * 49 * 9) + 4 * (2 * 49 * 9 + 49 + 1)
+
+
+@needs_ops
+def test_patch_gat_shared_memory_formula_is_the_kernels():
+    """The Python copy that routes large graphs to the reference must equal what the
+    CUDA kernel asks for (csrc/cuda/patch_gat_plan.h, the same function the kernel calls)."""
+    from seal_fast import _extension
+
+    for M, k in ((49, 9), (81, 9), (1369, 9), (0, 1), (7, 33)):
+        for dtype in (torch.float32, torch.float64):
+            element = torch.empty((), dtype=dtype).element_size()
+            assert shared_memory_bytes(M, k, dtype) == _extension._C.patch_gat_cuda_smem_bytes(M, k, element)
 
 
 # --- fake (meta) kernels give the dtypes the real kernels return -----------------------------------

@@ -14,12 +14,32 @@ def test_matched_order_puts_the_matching_on_the_diagonal():
     assert np.diag(table[:3]).tolist() == [2, 2, 3] and table.sum() == 9
 
 
-def test_figure_has_a_panel_per_method(tmp_path):
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (30, 8, 8), dtype=np.uint8)
+def test_figure_shows_each_cluster_and_each_methods_matrix(tmp_path):
+    """Read the picture back: every thumbnail in a cluster's row is one of its members,
+    and each method's matrix is shaded where its counts are (the diagonal for a perfect
+    clustering), under a title with its ACC."""
     truth = np.arange(30) % 3
-    labels = {"A": (truth + 1) % 3, "B": rng.integers(0, 3, 30)}
+    images = np.stack([np.full((8, 8), 40 + 90 * c, np.uint8) for c in truth])  # a grey level per class
+    labels = {"A": (truth + 1) % 3, "B": np.random.default_rng(0).integers(0, 3, 30)}
     rows = {"A": {"acc": 100.0}, "B": {"acc": 40.0}}
-    write_figure(tmp_path / "f.png", ArraySource(images, truth), labels, truth, rows, method="A")
+    layout = write_figure(tmp_path / "f.png", ArraySource(images, truth), labels, truth, rows, method="A")
     with Image.open(tmp_path / "f.png") as im:
-        assert im.width > 400 and im.height > 2 * 60
+        px = np.asarray(im.convert("RGB"))
+    assert layout["grid"]["title"] == "A: members of each cluster (ACC 100.0)"
+    assert [r["cluster"] for r in layout["grid"]["rows"]] == [1, 2, 0]  # in the order of the classes they match
+    for row in layout["grid"]["rows"]:
+        assert row["members"] and all(labels["A"][m] == row["cluster"] for m in row["members"])
+        for x, m in zip(row["x"], row["members"]):
+            centre = px[row["y"] + row["cell"] // 2, x + row["cell"] // 2]
+            assert tuple(centre) == (40 + 90 * truth[m],) * 3  # the member's own image
+    assert set(layout["matrices"]) == {"A", "B"}
+    assert layout["matrices"]["A"]["title"].startswith("A: ACC 100.0")
+    assert layout["matrices"]["B"]["title"].startswith("B: ACC 40.0")
+    for name, mat in layout["matrices"].items():
+        table = np.array(mat["table"])
+        for r in range(table.shape[0]):
+            for c in range(table.shape[1]):
+                # a cell's left edge, clear of the count written in it: white for 0, blue for the peak
+                blue = px[mat["y"] + r * mat["cell"] + 2, mat["x"] + c * mat["cell"] + 1]
+                assert (tuple(blue) == (255, 255, 255)) == (table[r, c] == 0), (name, r, c)
+    assert (np.diag(np.array(layout["matrices"]["A"]["table"])) == 10).all()

@@ -10,7 +10,7 @@ from seal_fast.errors import SealFastError
 from seal_fast.models.satc import SATC
 from seal_fast.models.seal import SEAL
 
-from test_satc import three_views
+from conftest import three_views
 
 
 def test_consensus_picks_the_partition_the_others_agree_with():

@@ -6,17 +6,7 @@ from seal_fast.errors import SealFastError
 from seal_fast.metrics import cluster_accuracy
 from seal_fast.models.satc import SATC
 
-from conftest import blobs
-
-
-def three_views(n=600, k=4, seed=0, text_noise=0.1):
-    """Visual, patch (M=9 patches whose mean carries the class) and text views of one labelling."""
-    rng = np.random.default_rng(seed)
-    Z, y = blobs(n=n, k=k, d=16, seed=seed)
-    means = rng.normal(size=(k, 12)) * 3
-    P = (means[y][:, None, :] + rng.normal(size=(n, 9, 12))).astype(np.float32)
-    T = (np.eye(k)[y] @ rng.normal(size=(k, 8)) + text_noise * rng.normal(size=(n, 8))).astype(np.float32)
-    return Z, P, T, y
+from conftest import three_views
 
 
 def test_trimodal_recovers_labels():

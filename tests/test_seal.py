@@ -9,7 +9,7 @@ from seal_fast.errors import SealFastError
 from seal_fast.metrics import cluster_accuracy, evaluate
 from seal_fast.models.seal import SEAL
 
-from test_satc import three_views
+from conftest import three_views
 
 
 def test_recovers_synthetic_labels():
@@ -172,3 +172,21 @@ def test_cli_embed_cluster_evaluate_on_digits(tmp_path, capsys):
     assert metrics["n"] == 200 and 0 <= metrics["acc"] <= 100
     assert main(["predict", str(tmp_path / "m.pt"), str(feats), "--out", str(tmp_path / "p.npy")]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), np.load(res))
+
+
+def test_one_sample_and_list_patches_are_refused_clearly():
+    Z, P, _, _ = three_views(n=40, seed=11)
+    with pytest.raises(SealFastError, match="needs at least 2 samples"):
+        SEAL(1, device="cpu").fit([Z[:1]], patches=P[:1])
+    model = SEAL(4, iterations=5, epochs=1, restarts=1, patch_neighbors=4, device="cpu")
+    model.fit([Z], patches=P.tolist())  # a nested list is an array of patches
+    with pytest.raises(SealFastError, match="patches: expected a numeric array .* got a list"):
+        model.fit([Z], patches=[[1.0, 2.0], [3.0]])
+
+
+def test_save_under_a_file_names_the_problem(tmp_path):
+    Z, P, _, _ = three_views(n=40, seed=12)
+    model = SEAL(4, iterations=5, epochs=1, restarts=1, patch_neighbors=4, device="cpu").fit([Z], patches=P)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(SealFastError, match="a parent of it is a file"):
+        model.save(tmp_path / "file" / "m.pt")

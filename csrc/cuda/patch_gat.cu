@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include "cuda_utils.cuh"
+#include "patch_gat_plan.h"
 
 namespace seal_fast {
 namespace {
@@ -72,7 +73,7 @@ __device__ ImageSmem<T> carve(char* base, int64_t M, int64_t k) {
 
 template <typename T>
 size_t smem_bytes(int64_t M, int64_t k) {
-  return sizeof(T) * (5 * M + 2 * M * k) + sizeof(int) * (2 * M * k + M + 1);
+  return patch_gat_plan::smem_bytes(M, k, sizeof(T));
 }
 
 // Loads the image's scores and lists, builds the incoming-edge CSR (node -> edges

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..rows import by_row_blocks
 from ..spatial import spatial_features
 
 
@@ -63,18 +64,17 @@ class Modality:
 
 
 @torch.no_grad()
-def spatially_aware_embedding(head: ClusterHead, Z: torch.Tensor, block: int = 65536) -> torch.Tensor:
+def spatially_aware_embedding(head: ClusterHead, Z: torch.Tensor) -> torch.Tensor:
     """phi_hat: the trained visual head's hidden layer on the L2-normalised embedding."""
     head.eval()
-    return torch.cat([head.hidden(F.normalize(Z[s:s + block], dim=1)) for s in range(0, Z.shape[0], block)])
+    return by_row_blocks(lambda z: head.hidden(F.normalize(z, dim=1)), Z)
 
 
 @torch.no_grad()
-def head_labels(modality: Modality, block: int = 65536) -> torch.Tensor:
+def head_labels(modality: Modality) -> torch.Tensor:
     """argmax of the modality's head over all its rows, in eval mode."""
     modality.head.eval()
-    X = modality.features
-    return torch.cat([modality.head(X[s:s + block]).argmax(1) for s in range(0, X.shape[0], block)])
+    return by_row_blocks(lambda x: modality.head(x).argmax(1), modality.features)
 
 
 def visual_and_spatial(Z: torch.Tensor, P, n_clusters: int, *, spatial_dim: int, patch_neighbors: int,

@@ -14,10 +14,13 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from ..distillation import DistillConfig
 from ..ops import BACKENDS, LEVELS
 from ..errors import NotFitted, SealFastError
+from ..readers import load_torch
+from ..rows import ROW_BLOCK
 from ..spatial import require_patches
 from ..store import atomic_path
-from ..validation import (as_spaces, check_bool, check_choice, check_float, check_int, check_n_clusters,
-                          check_neighbors, check_same_dims, resolve_device)
+from ..labeling import LabelingConfig
+from ..validation import (Device, Flag, OneOf, Real, Whole, as_spaces, check_int, check_n_clusters, check_neighbors,
+                          check_same_dims, check_scale, resolve_device)
 
 MODEL_FORMAT = "seal_fast.model"
 MODEL_VERSION = 1
@@ -25,8 +28,16 @@ _REGISTRY: dict[str, type] = {}
 
 
 def register(cls):
+    """Add an estimator to the registry; every parameter must be declared with `param`."""
+    undeclared = [f.name for f in dataclasses.fields(cls) if "check" not in f.metadata]
+    if undeclared:
+        raise TypeError(f"{cls.__name__}: parameters {undeclared} are not declared with param(..., check=...)")
     _REGISTRY[cls.method] = cls
     return cls
+
+
+def registered_methods() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
 
 
 def estimator_class(method: str) -> type:
@@ -36,17 +47,7 @@ def estimator_class(method: str) -> type:
     return _REGISTRY[method]
 
 
-def store_inputs(estimator, store, spaces: list[str]) -> tuple[list, dict]:
-    """What `estimator.fit` takes, read from a feature store: the visual spaces
-    `spaces`, and the other inputs the method accepts that the store has (or
-    requires, so that a missing one is reported by the store)."""
-    readers = {"patches": store.patches, "text": store.text}
-    extra = {name: readers[name]() for name in estimator.accepts
-             if name in estimator.requires or store.has(name)}
-    return [store.space(name) for name in spaces], extra
-
-
-def to_tensors(Zs, device, dtype=torch.float32, block: int = 1 << 16) -> list[torch.Tensor]:
+def to_tensors(Zs, device, dtype=torch.float32, block: int = ROW_BLOCK) -> list[torch.Tensor]:
     """Arrays -> tensors on `device` in `dtype`, without a copy where none is needed:
     a tensor already there (any device) is used as is, and so is a float32 numpy
     array (a memory map included: its pages are read from disk as they are used)
@@ -64,30 +65,18 @@ def to_tensors(Zs, device, dtype=torch.float32, block: int = 1 << 16) -> list[to
             continue
         T = torch.empty(Z.shape, dtype=dtype, device=device)
         for s in range(0, Z.shape[0], block):
-            # np.array copies: memory maps are read-only and torch wants writable memory
-            T[s:s + block] = torch.from_numpy(np.array(Z[s:s + block])).to(device=device, dtype=dtype)
+            # np.array copies (memory maps are read-only, torch wants writable memory) in native byte order
+            T[s:s + block] = torch.from_numpy(np.array(Z[s:s + block], dtype=Z.dtype.newbyteorder("="))).to(
+                device=device, dtype=dtype)
         out.append(T)
     return out
 
 
-# What every parameter name may hold, whichever estimator has it (a name means one
-# thing everywhere). Checked at the start of `fit`, before any work.
-PARAMETER_CHECKS = {
-    "n_clusters": check_n_clusters,
-    "seed": lambda v: check_int(v, "seed", 0, 2**63 - 1),
-    "verbose": lambda v: check_bool(v, "verbose"),
-    "exact": lambda v: check_bool(v, "exact"),
-    **{name: (lambda v, n=name: check_int(v, n, 1)) for name in (
-        "n_init", "max_iter", "iterations", "inner_steps", "batch_size", "labeling_batch_size", "epochs",
-        "restarts", "n_neighbors", "min_steps_per_epoch", "stop_window", "stop_patience")},
-    **{name: (lambda v, n=name: check_int(v, n, 0)) for name in ("patience", "spatial_dim")},
-    "patch_neighbors": lambda v: check_int(v, "patch_neighbors", 0, 32),
-    **{name: (lambda v, n=name: check_float(v, n, 0.0)) for name in (
-        "tol", "gamma", "entropy_weight", "consistency_weight", "min_delta", "stop_tol")},
-    **{name: (lambda v, n=name: check_float(v, n, 0.0, above=True)) for name in (
-        "inner_lr", "outer_lr", "temperature")},
-    "text_threshold": lambda v: check_float(v, "text_threshold"),
-}
+def param(default=dataclasses.MISSING, *, check, help: str = ""):
+    """An estimator parameter, declared once: its default, what it may hold (a check
+    from `validation`: Whole, Real, Flag, OneOf, ...) and its meaning in one line,
+    which the command line shows. `check_params` runs every field's check."""
+    return dataclasses.field(default=default, metadata={"check": check, "help": help})
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
@@ -103,39 +92,47 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
     method: ClassVar[str] = ""
     requires: ClassVar[tuple[str, ...]] = ()
     accepts: ClassVar[tuple[str, ...]] = ()
-    choices: ClassVar[dict] = {}  # string parameters and the values they may take
+    scale_invariant: ClassVar[bool] = False  # whether rows of any magnitude are handled (else check_scale)
 
-    seed: int = 0
-    device: str = "auto"  # "auto" (CUDA when available), "cpu", "cuda:1", or a torch.device
-    verbose: bool = False  # progress bars
+    seed: int = param(0, check=Whole(0, 2**63 - 1), help="random seed")
+    device: str = param("auto", check=Device(),
+                        help='"auto" (CUDA when available), "cpu", "cuda:1", or a torch.device')
+    verbose: bool = param(False, check=Flag(), help="progress bars")
 
     @classmethod
     def param_names(cls) -> list[str]:
         return cls._get_param_names()
 
-    def _config(self, config_class, **overrides):
-        """A stage's config dataclass filled from the parameters of the same name."""
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(config_class) if hasattr(self, f.name)}
-        return config_class(**{**values, **overrides})
+    @classmethod
+    def param_field(cls, name: str) -> dataclasses.Field:
+        """The declaration of parameter `name` (its default, check and help)."""
+        return {f.name: f for f in dataclasses.fields(cls)}[name]
 
     # --- inputs ------------------------------------------------------------
-    def _device(self) -> torch.device:
+    def resolved_device(self) -> torch.device:
+        """The torch device `device` names here ("auto": CUDA when available)."""
         return resolve_device(self.device)
 
+    def backend_used(self) -> str:
+        """What the fit runs on here: "torch" for a method without fused ops, else
+        "compiled" (the C++/CUDA kernels) or "reference" (pure PyTorch)."""
+        backend = getattr(self, "backend", None)
+        if backend is None:
+            return "torch"
+        if backend == "reference":
+            return "reference"
+        from .._extension import use_compiled
+
+        return "compiled" if use_compiled(torch.empty(0, device=self.resolved_device())) else "reference"
+
     def check_params(self) -> None:
-        """Check every parameter (PARAMETER_CHECKS, `choices`, the device) before any work;
-        `fit` calls it first."""
-        for name in self.param_names():
-            value = getattr(self, name)
-            if name in PARAMETER_CHECKS:
-                PARAMETER_CHECKS[name](value)
-            if name in self.choices:
-                check_choice(value, self.choices[name], name)
-        self._device()
+        """Check every parameter against its declaration before any work; `fit` calls it first."""
+        for f in dataclasses.fields(self):
+            f.metadata["check"](getattr(self, f.name), f.name)
 
     def _check_fit_input(self, Zs) -> list:
         self.check_params()
-        return as_spaces(Zs, "features")
+        return self._check_scales(as_spaces(Zs, "features"))
 
     def _check_predict_input(self, Zs) -> list:
         self._check_fitted()
@@ -143,6 +140,12 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
         if len(Zs) != len(self.feature_dims_):
             raise SealFastError(f"model was fitted on {len(self.feature_dims_)} space(s), got {len(Zs)}")
         check_same_dims(Zs, self.feature_dims_, type(self).__name__)
+        return self._check_scales(Zs)
+
+    def _check_scales(self, Zs) -> list:
+        if not self.scale_invariant:
+            for i, Z in enumerate(Zs):
+                check_scale(Z, f"features[{i}]" if len(Zs) > 1 else "features")
         return Zs
 
     def _check_fitted(self):
@@ -161,7 +164,7 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
         return {"feature_dims_": list(self.feature_dims_)}
 
     def _set_state(self, state: dict) -> None:
-        self.feature_dims_ = [check_int(d, "feature_dims_", 1) for d in state["feature_dims_"]]
+        self.feature_dims_ = [check_int(d, "feature_dims_", 1, 1 << 24) for d in state["feature_dims_"]]
 
     def save(self, path) -> None:
         """Write the fitted model to `path` (atomically)."""
@@ -189,27 +192,37 @@ class SpatialDistillation(ClusterEstimator):
     what each setting means for them)."""
 
     requires: ClassVar[tuple[str, ...]] = ("patches",)
-    choices: ClassVar[dict] = {"level": LEVELS, "backend": BACKENDS}
 
-    epochs: int = 20
-    batch_size: int = 512
-    temperature: float = 1.0
-    entropy_weight: float = 5.0
-    n_neighbors: int = 50
-    min_steps_per_epoch: int = 100
-    restarts: int = 3
-    level: str = "instance"
-    spatial_dim: int = 0
-    patch_neighbors: int = 8
-    backend: str = "auto"
+    epochs: int = param(20, check=Whole(), help="mutual-distillation epochs")
+    batch_size: int = param(512, check=Whole(), help="distillation batch size")
+    temperature: float = param(1.0, check=Real(0.0, above=True), help="temperature of the cross-modal InfoNCE")
+    entropy_weight: float = param(5.0, check=Real(0.0), help="weight of the batch-mean assignment's entropy")
+    n_neighbors: int = param(50, check=Whole(), help="cross-modal neighbours per sample (all N-1 others when fewer)")
+    min_steps_per_epoch: int = param(100, check=Whole(), help="an epoch is a pass or this many steps, the more")
+    restarts: int = param(3, check=Whole(), help="distillation restarts (fresh heads, the same neighbours)")
+    level: str = param("instance", check=OneOf(LEVELS), help="contrast rows (instance) or columns (cluster)")
+    spatial_dim: int = param(0, check=Whole(0), help="width of g(x) (0: the patch channels)")
+    patch_neighbors: int = param(8, check=Whole(0, 32), help="k of the per-image patch graph (plus the self loop)")
+    backend: str = param("auto", check=OneOf(BACKENDS),
+                         help="compiled ops (auto: when built) or the pure-PyTorch reference")
 
     def _check_distillation_input(self, Zs, patches):
         """(n_clusters, patches, distillation config) after checking every setting and input."""
         n = Zs[0].shape[0]
+        if n < 2:
+            raise SealFastError(f"{type(self).__name__} needs at least 2 samples (each is distilled towards its "
+                                f"neighbours); got N={n}")
         n_clusters = check_n_clusters(self.n_clusters, n)
         P = require_patches(patches, n, self.patch_neighbors, type(self).__name__)
         n_neighbors = check_neighbors(self.n_neighbors, n)
-        return n_clusters, P, self._config(DistillConfig, n_neighbors=n_neighbors)
+        config = DistillConfig(epochs=self.epochs, batch_size=self.batch_size, temperature=self.temperature,
+                               entropy_weight=self.entropy_weight, n_neighbors=n_neighbors, level=self.level,
+                               min_steps_per_epoch=self.min_steps_per_epoch, **self._early_stopping())
+        return n_clusters, P, config
+
+    def _early_stopping(self) -> dict:
+        """DistillConfig's loss weighting and early stopping, where a method sets them."""
+        return {}
 
 
 @dataclass(eq=False, repr=False, kw_only=True)
@@ -217,10 +230,22 @@ class LabelingSettings(ClusterEstimator):
     """The settings of the human labeling that TURTLE and SEAL share: the number of
     outer iterations and the label-free stopping rule (TURTLE's docstring)."""
 
-    iterations: int = 6000
-    stop_tol: float = 0.02  # measured on TURTLE and SEAL, two datasets (README, "Stopping rule")
-    stop_window: int = 100
-    stop_patience: int = 3
+    iterations: int = param(6000, check=Whole(), help="outer iterations T of the human labeling, at most")
+    # measured on TURTLE and SEAL, two datasets (docs/results.md, "Stopping rule")
+    stop_tol: float = param(0.02, check=Real(0.0),
+                            help="labeling stops once at most this share of a probe subset changes label in "
+                                 "stop_patience windows of stop_window iterations in a row (0: run all iterations)")
+    stop_window: int = param(100, check=Whole(), help="iterations between two looks of the stopping rule")
+    stop_patience: int = param(3, check=Whole(), help="quiet windows in a row that stop the labeling")
+
+    def _labeling_config(self, batch_size: int) -> LabelingConfig:
+        return LabelingConfig(iterations=self.iterations, batch_size=batch_size, stop_tol=self.stop_tol,
+                              stop_window=self.stop_window, stop_patience=self.stop_patience,
+                              **self._labeling_extra())
+
+    def _labeling_extra(self) -> dict:
+        """LabelingConfig's inner-loop settings, where a method sets them."""
+        return {}
 
 
 def cpu_state(module: torch.nn.Module) -> dict:
@@ -264,18 +289,7 @@ def load_model(path, device=None) -> ClusterEstimator:
     is ever executed), and the loaded state is checked before use: finite, with the
     shapes its parameters declare, and able to label a row of each fitted width."""
     path = Path(path)
-    if not path.is_file():
-        raise SealFastError(f"model file {path} does not exist")
-    try:
-        with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
-            warnings.simplefilter("ignore")
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip/pickle errors of a damaged file, or a foreign pickle with code in it
-        text = str(exc).strip()
-        reason = ("it holds Python objects other than tensors, which are never unpickled"
-                  if "weights only" in text.lower() or "weights_only" in text else
-                  (text.splitlines()[0][:200] if text else type(exc).__name__))
-        raise SealFastError(f"{path}: not a seal_fast model file ({reason})") from None
+    payload = load_torch(path, f"model file {path}", "seal_fast model file")  # checksums verified, nothing unpickled
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         raise SealFastError(f"{path}: not a seal_fast model file")
     if payload.get("version") != MODEL_VERSION:

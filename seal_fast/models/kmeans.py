@@ -7,9 +7,11 @@ from dataclasses import KW_ONLY, dataclass
 import numpy as np
 import torch
 
+from ..errors import SealFastError
 from ..lloyd import assign, kmeans, prepare_spaces
 from ..validation import check_n_clusters
-from .base import ClusterEstimator, register, to_tensors
+from ..validation import Clusters, Real, Whole
+from .base import ClusterEstimator, param, register, to_tensors
 
 
 @register
@@ -39,17 +41,18 @@ class KMeans(ClusterEstimator):
     """
 
     method = "kmeans"
+    scale_invariant = True  # every row is normalised (safely, lloyd.unit_rows) before anything else
 
-    n_clusters: int
+    n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
     _: KW_ONLY
-    n_init: int = 10
-    max_iter: int = 300
-    tol: float = 1e-4
+    n_init: int = param(10, check=Whole(), help="restarts (k-means++ seeding each); the lowest inertia wins")
+    max_iter: int = param(300, check=Whole(), help="Lloyd iterations per restart, at most")
+    tol: float = param(1e-4, check=Real(0.0), help="stop once the centres move less than this")
 
     def fit(self, Zs, y=None):
         Zs = self._check_fit_input(Zs)
         k = check_n_clusters(self.n_clusters, Zs[0].shape[0])
-        device = self._device()
+        device = self.resolved_device()
         t0 = time.perf_counter()
         X = prepare_spaces(to_tensors(Zs, device))
         centers, labels, inertia, n_iter = kmeans(X, k, n_init=self.n_init, max_iter=self.max_iter,
@@ -64,7 +67,7 @@ class KMeans(ClusterEstimator):
 
     def predict(self, Zs) -> np.ndarray:
         Zs = self._check_predict_input(Zs)
-        device = self._device()
+        device = self.resolved_device()
         X = prepare_spaces(to_tensors(Zs, device))
         labels, _ = assign(X, self.cluster_centers_.to(device))
         return labels.cpu().numpy().astype(np.int64)
@@ -75,5 +78,10 @@ class KMeans(ClusterEstimator):
 
     def _set_state(self, state):
         super()._set_state(state)
-        self.cluster_centers_ = state["cluster_centers_"]
+        centers = state["cluster_centers_"]
+        expected = (self.n_clusters, sum(self.feature_dims_))
+        if not isinstance(centers, torch.Tensor) or tuple(centers.shape) != expected:
+            raise SealFastError(f"cluster_centers_ has shape {tuple(getattr(centers, 'shape', ()))}, but "
+                                f"n_clusters={self.n_clusters} and the fitted widths {self.feature_dims_} need {expected}")
+        self.cluster_centers_ = centers
         self.labels_ = state["labels_"].numpy()

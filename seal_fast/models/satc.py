@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from ..distillation import (RESTART_CHOICES, ClusterHead, Modality, distill_with_restarts, head_from_state,
                             visual_and_spatial)
 from ..errors import SealFastError
+from ..rows import by_row_blocks
 from ..text import textual_compactness
-from ..validation import as_feature_matrix
-from .base import SpatialDistillation, cpu_state, register, to_tensors
+from ..validation import Clusters, OneOf, Real, Whole, as_feature_matrix
+from .base import SpatialDistillation, cpu_state, param, register, to_tensors
 
 
 @register
@@ -38,14 +39,14 @@ class SATC(SpatialDistillation):
     n_clusters : int
     epochs : int, default 5
         At most this many epochs per restart. The paper trains up to 200 with
-        accuracy-based stopping; here the restart's basin is set within the first
-        epoch and 5 epochs score as 20 or 38 do (docs/experiments.md), so the default
-        schedule is 5 (the paper's: epochs=200).
+        accuracy-based stopping; here a restart's basin is set within its first
+        epochs, so the default schedule is short (the measurements:
+        docs/experiments.md, "SATC as shipped"; the paper's: epochs=200).
     patience : int, default 10
     batch_size, temperature, consistency_weight, entropy_weight, level :
         Distillation (SATC: 512, 0.5, lambda1 = 1, lambda2 = 5, "instance").
         The default temperature here is 1.0, not the paper's 0.5 (measured in
-        the README's experiment log).
+        docs/experiments.md).
     n_neighbors : int, default 50
         Cross-modal neighbours per sample (the paper's 50; all N-1 others when fewer).
     restarts : int, default 5
@@ -70,17 +71,22 @@ class SATC(SpatialDistillation):
 
     method = "satc"
     accepts = ("patches", "text")
-    choices = {**SpatialDistillation.choices, "restart_choice": RESTART_CHOICES}
 
-    n_clusters: int
+    n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
     _: KW_ONLY
-    epochs: int = 5
-    restarts: int = 5
-    patience: int = 10
-    min_delta: float = 1e-4
-    consistency_weight: float = 1.0
-    restart_choice: str = "consensus"
-    text_threshold: float = 0.33
+    epochs: int = param(5, check=Whole(), help="mutual-distillation epochs per restart, at most")
+    restarts: int = param(5, check=Whole(), help="distillation restarts, one of which is kept (restart_choice)")
+    patience: int = param(10, check=Whole(0), help="epochs without a better training loss before stopping")
+    min_delta: float = param(1e-4, check=Real(0.0), help="a loss improvement smaller than this does not count")
+    consistency_weight: float = param(1.0, check=Real(0.0), help="lambda1: weight of the cross-modal terms")
+    restart_choice: str = param("consensus", check=OneOf(RESTART_CHOICES),
+                                help="the restart kept: the consensus one, or the one keeping the most neighbour "
+                                     "pairs together")
+    text_threshold: float = param(0.33, check=Real(), help="text is used when its compactness tau exceeds this")
+
+    def _early_stopping(self) -> dict:
+        return {"consistency_weight": self.consistency_weight, "patience": self.patience,
+                "min_delta": self.min_delta}
 
     def fit(self, Zs, y=None, *, patches=None, text=None):
         Zs = self._check_fit_input(Zs)
@@ -88,7 +94,7 @@ class SATC(SpatialDistillation):
             raise SealFastError(f"SATC uses one visual space, got {len(Zs)}; choose one (e.g. --spaces NAME)")
         n = Zs[0].shape[0]
         n_clusters, P, config = self._check_distillation_input(Zs, patches)
-        device = self._device()
+        device = self.resolved_device()
         generator = torch.Generator().manual_seed(self.seed)
         t0 = time.perf_counter()
         Z = to_tensors(Zs, device)[0]
@@ -135,14 +141,13 @@ class SATC(SpatialDistillation):
         return self
 
     @torch.no_grad()
-    def _visual_head(self, Zs, output, block: int = 65536) -> np.ndarray:
+    def _visual_head(self, Zs, output) -> np.ndarray:
         """`output` of the visual head's probabilities on new rows, block by block."""
         Zs = self._check_predict_input(Zs)
-        device = self._device()
+        device = self.resolved_device()
         Z = to_tensors(Zs, device)[0]
         head = self.head_.to(device).eval()
-        return torch.cat([output(head(F.normalize(Z[s:s + block], dim=1)))
-                          for s in range(0, Z.shape[0], block)]).cpu().numpy()
+        return by_row_blocks(lambda z: output(head(F.normalize(z, dim=1))), Z).cpu().numpy()
 
     def predict_proba(self, Zs) -> np.ndarray:
         return self._visual_head(Zs, lambda p: p)

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 
 from ..distillation import distill_with_restarts, head_from_state, spatially_aware_embedding, visual_and_spatial
-from ..labeling import LabelingConfig, TaskEncoder, human_labeling
-from .base import LabelingSettings, SpatialDistillation, cpu_state, register, to_tensors
+from ..labeling import TaskEncoder, human_labeling
+from ..validation import Clusters, OneOf, Whole
+from .base import LabelingSettings, SpatialDistillation, cpu_state, param, register, to_tensors
 
 LABEL_ON = ("phi_hat", "phi+phi_hat")
 LABEL_RESTARTS = ("kept", "all")
@@ -24,7 +25,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
     patch graph, mean-pooled) gives g(x); a visual and a spatial cluster head are
     trained by mutual distillation; the visual head's hidden layer is the
     spatially-aware embedding phi_hat. TURTLE's human labeling on phi and the
-    restarts' phi_hats gives the clusters. The README says where the paper is
+    restarts' phi_hats gives the clusters. docs/methods.md says where the paper is
     vague and what was chosen.
 
     Parameters
@@ -74,18 +75,19 @@ class SEAL(SpatialDistillation, LabelingSettings):
 
     method = "seal"
     accepts = ("patches",)
-    choices = {**SpatialDistillation.choices, "label_on": LABEL_ON, "label_restarts": LABEL_RESTARTS}
 
-    n_clusters: int
+    n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
     _: KW_ONLY
-    label_on: str = "phi+phi_hat"
-    label_restarts: str = "all"
-    labeling_batch_size: int = 10000
+    label_on: str = param("phi+phi_hat", check=OneOf(LABEL_ON),
+                          help="spaces of the human labeling: phi and phi_hat, or phi_hat alone (the paper)")
+    label_restarts: str = param("all", check=OneOf(LABEL_RESTARTS),
+                                help="phi_hat of every restart, or of the kept restart only")
+    labeling_batch_size: int = param(10000, check=Whole(), help="labeling batch (capped at N)")
 
     def fit(self, Zs, y=None, *, patches=None):
         Zs = self._check_fit_input(Zs)
         n_clusters, P, config = self._check_distillation_input(Zs, patches)
-        device = self._device()
+        device = self.resolved_device()
         generator = torch.Generator().manual_seed(self.seed)
         details = {"n_neighbors": config.n_neighbors, "distill": []}
         X = to_tensors(Zs, device)
@@ -110,7 +112,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
                                        "restart_agreement_nmi": runs.agreement,
                                        "restart_distill_s": runs.seconds})
         spaces = self._labeling_spaces(X)
-        labeling = human_labeling(spaces, n_clusters, self._labeling_config(), seed=self.seed, backend=self.backend,
+        labeling = human_labeling(spaces, n_clusters, self._labeling_config(self.labeling_batch_size), seed=self.seed, backend=self.backend,
                                   progress=self.verbose, desc="SEAL labeling")
         self.labeler_ = labeling.encoder
         self.feature_dims_ = [Z.shape[1] for Z in Zs]
@@ -125,11 +127,6 @@ class SEAL(SpatialDistillation, LabelingSettings):
         self.fit_details_ = details
         return self
 
-    def _labeling_config(self) -> LabelingConfig:
-        # SEAL's own batch_size is the distillation's
-        return LabelingConfig(iterations=self.iterations, batch_size=self.labeling_batch_size, stop_tol=self.stop_tol,
-                              stop_window=self.stop_window, stop_patience=self.stop_patience)
-
     def _labeling_spaces(self, X: list[torch.Tensor]) -> list[torch.Tensor]:
         """What the labeling sees, per input space: (phi,) then phi_hat of each labeling head."""
         spaces = []
@@ -142,7 +139,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
     def transform(self, Zs) -> list[np.ndarray]:
         """The spatially-aware embeddings phi_hat of new rows (one array per space)."""
         Zs = self._check_predict_input(Zs)
-        device = self._device()
+        device = self.resolved_device()
         X = to_tensors(Zs, device)
         return [spatially_aware_embedding(h.to(device), Z).cpu().numpy() for h, Z in zip(self.heads_, X)]
 
@@ -150,18 +147,18 @@ class SEAL(SpatialDistillation, LabelingSettings):
         """The spaces the human labeling sees for these rows: per input space, phi
         (with label_on="phi+phi_hat") and then phi_hat of each labeling head."""
         Zs = self._check_predict_input(Zs)
-        return [S.cpu().numpy() for S in self._labeling_spaces(to_tensors(Zs, self._device()))]
+        return [S.cpu().numpy() for S in self._labeling_spaces(to_tensors(Zs, self.resolved_device()))]
 
     def predict_proba(self, Zs) -> np.ndarray:
         Zs = self._check_predict_input(Zs)
-        device = self._device()
+        device = self.resolved_device()
         spaces = self._labeling_spaces(to_tensors(Zs, device))
         return self.labeler_.to(device).predict_proba(spaces).cpu().numpy()
 
     def predict(self, Zs) -> np.ndarray:
         """Labels of new rows; only the visual embeddings are needed."""
         Zs = self._check_predict_input(Zs)
-        device = self._device()
+        device = self.resolved_device()
         spaces = self._labeling_spaces(to_tensors(Zs, device))
         return self.labeler_.to(device).predict(spaces).cpu().numpy().astype(np.int64)
 

@@ -6,10 +6,10 @@ from dataclasses import KW_ONLY, dataclass
 import numpy as np
 import torch
 
-from ..labeling import LabelingConfig, TaskEncoder, human_labeling
+from ..labeling import TaskEncoder, human_labeling
 from ..ops import BACKENDS
-from ..validation import check_n_clusters
-from .base import LabelingSettings, register, to_tensors
+from ..validation import Clusters, Flag, OneOf, Real, Whole, check_n_clusters
+from .base import LabelingSettings, param, register, to_tensors
 
 
 @register
@@ -26,9 +26,9 @@ class TURTLE(LabelingSettings):
         Label-free stopping: every `stop_window` iterations the labels of a fixed
         probe subset of 5,000 rows are compared with the last window's; the search
         stops once at most a `stop_tol` share changed in `stop_patience` windows in
-        a row. 0 runs all `iterations` (TURTLE's fixed T); 0.02 gave the same ACC
-        as the fixed T within seed noise (README, "Stopping rule"). `n_iter_`
-        says how many ran.
+        a row. 0 runs all `iterations` (TURTLE's fixed T); the default's measurement
+        against the fixed T is in docs/results.md, "Stopping rule". `n_iter_` says
+        how many ran.
     inner_steps : int, default 10
         Adam steps M of the inner linear classifiers (cold start each iteration).
     gamma : float, default 10
@@ -57,24 +57,28 @@ class TURTLE(LabelingSettings):
     """
 
     method = "turtle"
-    choices = {"backend": BACKENDS}
 
-    n_clusters: int
+    n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
     _: KW_ONLY
-    inner_steps: int = 10
-    gamma: float = 10.0
-    batch_size: int = 10000
-    inner_lr: float = 1e-3
-    outer_lr: float = 1e-3
-    exact: bool = False
-    backend: str = "auto"
+    inner_steps: int = param(10, check=Whole(), help="Adam steps M of the inner linear classifiers")
+    gamma: float = param(10.0, check=Real(0.0), help="weight of the batch-mean labeling's entropy")
+    batch_size: int = param(10000, check=Whole(), help="labeling batch (capped at N)")
+    inner_lr: float = param(1e-3, check=Real(0.0, above=True), help="learning rate of the inner classifiers")
+    outer_lr: float = param(1e-3, check=Real(0.0, above=True), help="learning rate of the task encoder")
+    exact: bool = param(False, check=Flag(), help="differentiate through the inner steps (TURTLE: first-order)")
+    backend: str = param("auto", check=OneOf(BACKENDS),
+                         help="compiled ops (auto: when built) or the pure-PyTorch reference")
+
+    def _labeling_extra(self) -> dict:
+        return {"inner_steps": self.inner_steps, "gamma": self.gamma, "inner_lr": self.inner_lr,
+                "outer_lr": self.outer_lr, "exact": self.exact}
 
     def fit(self, Zs, y=None):
         Zs = self._check_fit_input(Zs)
         k = check_n_clusters(self.n_clusters, Zs[0].shape[0])
-        device = self._device()
+        device = self.resolved_device()
         X = to_tensors(Zs, device)
-        result = human_labeling(X, k, self._config(LabelingConfig), seed=self.seed, backend=self.backend,
+        result = human_labeling(X, k, self._labeling_config(self.batch_size), seed=self.seed, backend=self.backend,
                                 progress=self.verbose, desc="TURTLE")
         self.encoder_ = result.encoder
         self.feature_dims_ = [Z.shape[1] for Z in Zs]
@@ -91,13 +95,13 @@ class TURTLE(LabelingSettings):
 
     def predict_proba(self, Zs) -> np.ndarray:
         Zs = self._check_predict_input(Zs)
-        device = self._device()
+        device = self.resolved_device()
         enc = self.encoder_.to(device)
         return enc.predict_proba(to_tensors(Zs, device)).cpu().numpy()
 
     def predict(self, Zs) -> np.ndarray:
         Zs = self._check_predict_input(Zs)
-        device = self._device()
+        device = self.resolved_device()
         return self.encoder_.to(device).predict(to_tensors(Zs, device)).cpu().numpy().astype(np.int64)
 
     def _state(self):

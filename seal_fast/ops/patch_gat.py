@@ -53,7 +53,7 @@ def _check(X, W, att_src, att_dst, nbr):
 
 
 def shared_memory_bytes(M: int, k: int, dtype: torch.dtype) -> int:
-    """Shared memory the CUDA kernels need for one image's graph (csrc/cuda/patch_gat.cu: smem_bytes)."""
+    """Shared memory the CUDA kernels need for one image's graph (csrc/cuda/patch_gat_plan.h; a test compares)."""
     element = torch.empty((), dtype=dtype).element_size()
     return element * (5 * M + 2 * M * k) + 4 * (2 * M * k + M + 1)
 
