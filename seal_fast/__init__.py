@@ -1,8 +1,7 @@
 """seal_fast: discover human-meaningful categories in unlabeled images (SEAL, SATC, TURTLE).
 
-The names below are imported on first use (PEP 562), so that `import seal_fast` and
-`seal-fast --help` start without loading torch, and a Ctrl-C while they load is
-answered like any other interruption.
+The names below are imported on first use (PEP 562), so that `import seal_fast`
+does not load torch by itself and the command line can catch a Ctrl-C while it loads.
 """
 import importlib
 
@@ -12,7 +11,7 @@ from ._version import __version__
 _WHERE = {
     "build_info": ("._info", "build_info"), "ops": (".ops", None), "SealFastError": (".errors", "SealFastError"),
     "load_model": (".models", "load_model"), "FeatureStore": (".store", "FeatureStore"),
-    "self_test": (".self_test", "self_test"), "KMeans": (".models", "KMeans"), "TURTLE": (".models", "TURTLE"),
+    "self_test": (".op_checks", "self_test"), "KMeans": (".models", "KMeans"), "TURTLE": (".models", "TURTLE"),
     "SEAL": (".models", "SEAL"), "SATC": (".models", "SATC"), "pipeline": (".pipeline", None),
 }
 __all__ = ["__version__", *_WHERE]

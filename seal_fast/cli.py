@@ -1,5 +1,5 @@
 """The `seal-fast` command line (fixed; see the README): parse, call `pipeline`, print. Heavy modules
-load inside `main`, so that `--help` is quick and a Ctrl-C while they load ends in one line."""
+load inside `main`, so that a Ctrl-C while they load (torch takes seconds) ends in one line."""
 from __future__ import annotations
 
 import argparse
@@ -118,7 +118,7 @@ def cmd_info(args):
 
     print(json.dumps({**build_info(), "backbones": known_backbones(), "methods": list(METHODS)}, indent=2))
     if args.check:
-        from .self_test import check_report
+        from .op_checks import check_report
 
         text, ok = check_report()
         print(text)
@@ -153,10 +153,11 @@ def cmd_cluster(args):
                                                                 if args.save_model else {})}
     # under torchrun every rank fits the same model (the neighbour search is split over them); rank 0 writes
     rank, _, device = distributed.init(args.device) if distributed.launched() else (0, 1, args.device)
-    inputs = pipeline.as_inputs(args.inputs, **_array_args(args))
-    check_outputs(outputs, inputs=_input_paths(args))
     tuning = {name: getattr(args, name) for name in TUNABLE if getattr(args, name) is not None}
     pipeline.check_method_params(args.method, tuning, spell=lambda name: f"--{name.replace('_', '-')}")
+    pipeline.make_estimator(args.method, args.n_clusters, seed=args.seed, device=device, **tuning)  # before any read
+    inputs = pipeline.as_inputs(args.inputs, **_array_args(args))
+    check_outputs(outputs, inputs=_input_paths(args))
     run = pipeline.cluster(inputs, args.method, args.n_clusters, spaces=args.spaces, seed=args.seed, device=device,
                            verbose=not args.quiet and rank == 0, **tuning)
     if rank == 0:

@@ -311,7 +311,7 @@ def add_text_features(out, clip_backbone: str, *, weights: str | None = None, no
     cache_key = f"nouns_{clip_backbone}"
     cached = store.manifest.get("text", {}).get("nouns") == nouns and store.has(cache_key)
     if cached:
-        noun_emb = np.load(store.path / store.entry(cache_key)["file"])
+        noun_emb = np.asarray(store.array(cache_key))
     else:
         import open_clip
 

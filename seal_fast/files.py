@@ -4,6 +4,7 @@ the checks of output paths made before any work starts."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -33,7 +34,7 @@ def write_failure(exc: BaseException, path) -> SealFastError | None:
     """The one-line error for a write that failed (a full disk, a quota, a read-only
     or failing disk), or None when `exc` is no such failure. torch.save reports a
     failed write as a RuntimeError of its zip writer."""
-    if isinstance(exc, OSError) and not isinstance(exc, SealFastError):
+    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
         return SealFastError(f"cannot write {path}: {exc.strerror or exc}; nothing was written")
     text = str(exc)
     if isinstance(exc, RuntimeError) and any(s in text for s in TORCH_WRITE_ERRORS):
@@ -41,6 +42,8 @@ def write_failure(exc: BaseException, path) -> SealFastError | None:
     return None
 
 
+# a full disk, a quota, a file size limit, a read-only or failing disk
+WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO)
 # what torch.save's zip writer says when the file cannot be written to the end
 TORCH_WRITE_ERRORS = ("PytorchStreamWriter failed", "iostream error", "unexpected pos", "file write failed")
 

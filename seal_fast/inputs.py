@@ -45,7 +45,8 @@ def _read_pt(path: Path) -> list[tuple[str, np.ndarray]]:
     import torch
 
     obj = load_torch(path)
-    items = [(path.stem, obj)] if isinstance(obj, torch.Tensor) else list(obj.items()) if isinstance(obj, dict) else None
+    items = [(path.stem, obj)] if isinstance(obj, torch.Tensor) else \
+        list(obj.items()) if isinstance(obj, dict) else None
     if not items or not all(isinstance(t, torch.Tensor) for _, t in items):
         raise SealFastError(f"{path}: expected a tensor or a dict of tensors, got {type(obj).__name__}")
     # numpy has no bfloat16: such a tensor is read as float32, which holds its values exactly
@@ -60,17 +61,18 @@ class ArrayInputs:
     evaluation rather than refuse to cluster."""
 
     def __init__(self, spaces: dict, *, patches=None, labels=None, text=None, description=None, sources=None):
-        # sources: what to call the patches / text / labels in messages (their files, when read from files)
+        # sources: what to call each array in messages (its file, when read from files)
         self._what = {"patches": "patches", "text": "text", "labels": "labels", **(sources or {})}
         if not spaces:
             raise SealFastError("no embedding space given")
         self._spaces = {}
         for name, arr in spaces.items():
             check_space_name(name)
+            what = self._what.get(f"space {name}", name)
             if arr.ndim == 3:
-                raise SealFastError(f"{name}: a 3-D array {arr.shape} is not an embedding space; patch features "
+                raise SealFastError(f"{what}: a 3-D array {arr.shape} is not an embedding space; patch features "
                                     "go with --patches")
-            self._spaces[name] = as_feature_matrix(_numeric(arr, name), name)
+            self._spaces[name] = as_feature_matrix(_numeric(arr, what), what)
         ns = {name: Z.shape[0] for name, Z in self._spaces.items()}
         self.n = next(iter(ns.values()))
         if len(set(ns.values())) != 1:
@@ -103,19 +105,15 @@ class ArrayInputs:
             if name in seen:
                 raise SealFastError(f"two spaces are called {name!r} ({seen[name]} and {f}); name them with --names")
             seen[name] = f
-        arrays = {}
-        for name, arr, f in found:
-            what = f"{f}" if f.suffix.lower() == ".npy" else f"{f} [{name}]"
-            if arr.ndim == 3:
-                raise SealFastError(f"{what}: a 3-D array {arr.shape} is not an embedding space; patch features "
-                                    "go with --patches")
-            arrays[name] = as_feature_matrix(_numeric(arr, what), what)
+        arrays = {name: arr for name, arr, _ in found}
+        spaces_what = {f"space {name}": f"{f}" if f.suffix.lower() == ".npy" else f"{f} [{name}]"
+                       for name, _, f in found}
         description = {"kind": "arrays", "files": [str(f.resolve()) for f in files],
                        "patches": str(Path(patches).resolve()) if patches else None,
                        "labels": str(Path(labels).resolve()) if labels else None,
                        "text": str(Path(text).resolve()) if text else None}
         sources = {key: f"--{key} {value}" for key, value in (("patches", patches), ("text", text), ("labels", labels))
-                   if value is not None}
+                   if value is not None} | spaces_what
         inputs = cls(arrays, description=description, sources=sources,
                      **{key: read_npy(value) if value is not None else None
                         for key, value in (("patches", patches), ("text", text), ("labels", labels))})

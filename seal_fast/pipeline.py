@@ -102,7 +102,7 @@ def select_spaces(store, names=None) -> list[str]:
     available = store.spaces
     if not available:
         raise SealFastError(f"{describe(store)} has no embedding space")
-    names = list(names or available)
+    names = [names] if isinstance(names, str) else list(names or available)
     for n in names:
         if n not in available:
             raise SealFastError(f"{describe(store)} has no space {n!r}; it has {available}")
@@ -117,14 +117,18 @@ def describe(store) -> str | dict:
 def fit_inputs(model: ClusterEstimator, store, spaces: list[str]) -> tuple[list, dict]:
     """What `model.fit` takes from the inputs: the visual spaces `spaces`, and the
     other inputs the method accepts that the inputs have (or requires, so that a
-    missing one is reported by the store). A store's spaces are checked here, where
-    a bad row can still be named by its store and space."""
+    missing one is reported by the store)."""
     readers = {"patches": store.patches, "text": store.text}
     extra = {name: readers[name]() for name in model.accepts if name in model.requires or store.has(name)}
-    Zs = [store.space(name) for name in spaces]
+    return [store.space(name) for name in spaces], extra
+
+
+def _name_the_bad_space(store, spaces: list[str]) -> None:
+    """After `fit` refused its input: raise the same complaint naming the store and the
+    space, when a store's space is at fault (scanned only then, not on every fit)."""
     if isinstance(store, FeatureStore):
-        Zs = [as_feature_matrix(Z, f"feature store {store.path}: space {name!r}") for name, Z in zip(spaces, Zs)]
-    return Zs, extra
+        for name in spaces:
+            as_feature_matrix(store.space(name), f"feature store {store.path}: space {name!r}")
 
 
 def evaluation_labels(store) -> tuple[np.ndarray | None, str | None]:
@@ -134,10 +138,7 @@ def evaluation_labels(store) -> tuple[np.ndarray | None, str | None]:
     asked for, so bad ones are an error (before the fit, not after it)."""
     given = isinstance(store, ArrayInputs)
     try:
-        y = store.labels()
-        if y is not None and not (y >= 0).any():
-            raise SealFastError(f"{'--labels' if given else 'labels'}: every row is unlabelled (-1), nothing to "
-                                "evaluate against")
+        y = store.labels()  # check_labels refuses -3, another N, and labels that are all -1
     except SealFastError as exc:
         if given:
             raise
@@ -146,7 +147,7 @@ def evaluation_labels(store) -> tuple[np.ndarray | None, str | None]:
 
 
 def cluster(inputs, method: str, n_clusters, *, spaces=None, seed: int = 0, device="auto", verbose: bool = False,
-            **params) -> ClusterRun:
+            array_options: dict | None = None, **params) -> ClusterRun:
     """Fit `method` on every row of `inputs` and label them.
 
     Args:
@@ -154,6 +155,7 @@ def cluster(inputs, method: str, n_clusters, *, spaces=None, seed: int = 0, devi
         method: one of METHODS.
         n_clusters: K.
         spaces: the visual spaces to use (default: all of the inputs').
+        array_options: with array files, their patches / text / labels / names (as the CLI's flags).
         params: the estimator's parameters (None: its default).
 
     Returns:
@@ -161,12 +163,16 @@ def cluster(inputs, method: str, n_clusters, *, spaces=None, seed: int = 0, devi
     """
     t0 = time.perf_counter()
     model = make_estimator(method, n_clusters, seed=seed, device=device, verbose=verbose, **params)
-    store = as_inputs(inputs)
+    store = as_inputs(inputs, **(array_options or {}))
     names = select_spaces(store, spaces)
     Zs, extra = fit_inputs(model, store, names)
     truth, skipped = evaluation_labels(store)  # before the fit: a long fit never ends in a label error
     t_load = time.perf_counter() - t0
-    model.fit(Zs, **extra)
+    try:
+        model.fit(Zs, **extra)
+    except SealFastError:
+        _name_the_bad_space(store, names)
+        raise
     t_fit = time.perf_counter() - t0 - t_load
     model.meta_ = {"spaces": names, "inputs": describe(store)}
     labels = np.asarray(model.labels_, dtype=np.int64)
@@ -244,7 +250,7 @@ def load_labels(path) -> np.ndarray:
         if y is None:
             raise SealFastError(f"feature store {p} has no labels.npy to evaluate against")
         return y
-    y = read_npy(regular_file(p))
+    y = read_npy(p)
     if y.ndim != 1:
         raise SealFastError(f"{p}: expected a 1-D array of labels, got shape {y.shape}")
     return np.asarray(y)
@@ -314,7 +320,7 @@ def embed_images(source, out, *, backbones=None, patch_backbone=None, weights=()
     from .backbones import DEFAULT_BACKBONE
     from .embed import add_text_features, embed
 
-    named = list(backbones or [])
+    named = [backbones] if isinstance(backbones, str) else list(backbones or [])
     backbones = named or [DEFAULT_BACKBONE]
     patch = None if patch_backbone in (None, "none", "") else patch_backbone
     weights = weights if isinstance(weights, dict) else parse_weights(list(weights), backbones, patch, named)

@@ -184,8 +184,11 @@ def load_torch(path, what: str | None = None, kind: str = "readable tensor file"
     if head.startswith(NPY_MAGIC):
         raise SealFastError(f"{label}: a .npy array, not a {kind}")
     if head.startswith(ZIP_MAGIC):
-        with zipfile.ZipFile(path) if zipfile.is_zipfile(path) else contextlib.nullcontext() as z:
-            names = z.namelist() if z else []
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            raise SealFastError(f"{label}: damaged file ({str(exc).splitlines()[0]})") from None
         if names and all(n.endswith(".npy") for n in names):
             raise SealFastError(f"{label}: an .npz archive, not a {kind}")
         verify_zip(path, label)

@@ -61,7 +61,8 @@ class SpatialEncoder(nn.Module):
 def _check_patch_count(m: int, patch_neighbors: int) -> None:
     if m < patch_neighbors + 1:
         raise SealFastError(f"patches: M={m} patches per image is fewer than the k+1={patch_neighbors + 1} "
-                            "nodes the patch graph needs (lower patch_neighbors, `--patch-neighbors` on the command line)")
+                            "nodes the patch graph needs (lower patch_neighbors: `--patch-neighbors` on the "
+                            "command line)")
 
 
 def check_patches(P, n: int, patch_neighbors: int):

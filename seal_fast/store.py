@@ -30,7 +30,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-KINDS = ("space", "patches", "labels", "text")
+ROW_KINDS = ("space", "patches", "labels", "text")  # one row per image
+KINDS = (*ROW_KINDS, "nouns")  # nouns: a CLIP backbone's noun embeddings, cached by `embed --text`
 MAX_NAME_BYTES = 200  # "space_<name>.npy" stays under the 255 bytes a file name may have
 
 
@@ -107,11 +108,17 @@ class FeatureStore:
             if key != f"space_{entry['name']}":
                 raise SealFastError(f"{where}: a space named {entry['name']!r} must be listed as "
                                     f"'space_{entry['name']}'; the store is damaged")
+        elif kind == "nouns":
+            check_space_name(key.removeprefix("nouns_") if key.startswith("nouns_") else "", f"{where}: key")
         elif key != kind:
             raise SealFastError(f"{where}: an entry of kind {kind!r} must be listed as {kind!r}; the store is damaged")
         file = self.path / entry["file"]
         # a manifest names files inside its own store only (no absolute paths, no '..')
-        if Path(entry["file"]).is_absolute() or file.resolve().parent != self.path.resolve():
+        try:
+            outside = Path(entry["file"]).is_absolute() or file.resolve().parent != self.path.resolve()
+        except (RuntimeError, OSError):  # a loop of links
+            outside = True
+        if outside:
             raise SealFastError(f"{where}: file {entry['file']!r} lies outside the store; refused")
         if not file.exists() and not file.is_symlink():
             raise SealFastError(f"{where} is listed but {file.name} is missing")
@@ -120,7 +127,7 @@ class FeatureStore:
             raise SealFastError(
                 f"{file}: shape {arr.shape}/{arr.dtype} differs from the manifest's "
                 f"{tuple(entry['shape'])}/{entry['dtype']}; the store is damaged")
-        if arr.ndim == 0 or arr.shape[0] != self.n:
+        if kind in ROW_KINDS and (arr.ndim == 0 or arr.shape[0] != self.n):
             raise SealFastError(f"{where}: {arr.shape[0] if arr.ndim else 0} rows where the manifest says "
                                 f"n={self.n}; the store is damaged")
         if kind == "space" and arr.ndim != 2:
@@ -149,6 +156,10 @@ class FeatureStore:
         if key not in self._arrays:
             raise SealFastError(f"feature store {self.path} has no {what}{hint}")
         return self._open(key, self._arrays[key])
+
+    def array(self, key: str) -> np.ndarray:
+        """Any array of the store by its manifest key, checked, memory-mapped."""
+        return self._load(key, f"array {key!r}")
 
     def space(self, name: str) -> np.ndarray:
         if f"space_{name}" not in self._arrays:
@@ -252,7 +263,8 @@ def add_array(path, key: str, array: np.ndarray, kind: str, **extra) -> FeatureS
     """Add (or replace) one array of an existing store, e.g. `text` after embedding."""
     store = FeatureStore(path)
     array = np.asarray(array)
-    if array.shape[0] != store.n:
+    check_space_name(key, "array key")
+    if kind in ROW_KINDS and array.shape[0] != store.n:
         raise SealFastError(f"{key}: {array.shape[0]} rows for a store of N={store.n}")
     file = f"{key}.npy"
     save_npy_atomic(store.path / file, array)

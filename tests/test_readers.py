@@ -117,3 +117,15 @@ def test_a_flipped_bit_in_a_torch_file_is_caught(tmp_path):
     assert torch.load(path, weights_only=True)["w"][500] != 500.0  # torch itself would use it
     with pytest.raises(SealFastError, match="checksum mismatch"):
         load_torch(path)
+
+
+def test_a_damaged_central_directory_is_one_line(tmp_path):
+    path = tmp_path / "m.pt"
+    torch.save({"w": torch.ones(10)}, path)
+    raw = bytearray(path.read_bytes())
+    at = raw.rfind(b"PK\x01\x02")  # the last central-directory record: its signature broken
+    raw[at:at + 4] = b"XX\x01\x02"
+    path.write_bytes(bytes(raw))
+    assert zipfile.is_zipfile(path)  # the end record still says zip
+    with pytest.raises(SealFastError, match="damaged file"):
+        load_torch(path)

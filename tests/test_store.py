@@ -186,3 +186,11 @@ def test_labels_every_later_step_would_refuse_are_refused_when_written(tmp_path,
     assert not (tmp_path / "st").exists()
     with pytest.raises(SealFastError, match=message.replace("every row is unlabelled", "unlabelled")):
         write_store(tmp_path / "w", spaces={"a": np.ones((6, 3), np.float32)}, labels=labels)
+
+
+def test_a_link_loop_in_a_store_is_refused(tmp_path):
+    store = _store(tmp_path)
+    (store.path / "loop.npy").symlink_to(store.path / "loop.npy")
+    _edit_manifest(store, lambda m: m["arrays"]["space_a"].__setitem__("file", "loop.npy"))
+    with pytest.raises(SealFastError, match="lies outside the store|symbolic link|cannot be read"):
+        FeatureStore(store.path)

@@ -89,3 +89,25 @@ def test_text_counterparts_shape_and_dim_check():
     assert sel.size <= 3 * 5  # 900 / 300 = 3 centres, 5 nouns each
     with pytest.raises(SealFastError, match="text tower must match"):
         text_counterparts(rng.normal(size=(10, 8)), rng.normal(size=(5, 7)))
+
+
+def test_text_features_are_added_to_a_store_that_stays_readable(tmp_path):
+    """`embed --text`'s last step on a real CLIP architecture (random weights: no hub):
+    the store keeps its cached noun embeddings (another row count than N) and reopens,
+    and a second call reuses the cache."""
+    open_clip = pytest.importorskip("open_clip")
+    from seal_fast.embed import add_text_features
+    from seal_fast.store import FeatureStore, write_store
+
+    model = open_clip.create_model("RN50", pretrained=None).eval()
+    dim = model.visual.output_dim
+    rng = np.random.default_rng(0)
+    write_store(tmp_path / "f", spaces={"clip-rn50": rng.normal(size=(600, dim)).astype(np.float32)})
+    nouns = tmp_path / "nouns.txt"
+    nouns.write_text("\n".join(["cat", "dog", "car", "tree", "shoe", "boat", "house", "bird", "fish", "cup"]))
+    store = add_text_features(tmp_path / "f", "clip-rn50", nouns_path=nouns, model=model, progress=False)
+    assert store.text().shape == (600, dim) and store.array("nouns_clip-rn50").shape == (10, dim)
+    again = FeatureStore(tmp_path / "f")
+    assert again.manifest["text"]["n_nouns"] == 10 and again.has("nouns_clip-rn50")
+    cached = add_text_features(tmp_path / "f", "clip-rn50", nouns_path=nouns, model=None, progress=False)
+    np.testing.assert_array_equal(cached.text(), store.text())  # no model needed: the cache was used

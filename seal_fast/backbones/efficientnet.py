@@ -17,6 +17,7 @@ import torch
 
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ..errors import SealFastError
+from ..readers import load_torch
 from .base import Backbone
 
 # name -> (native resolution, last block's channels, weights package, its model-file class)
@@ -65,8 +66,8 @@ class EfficientNetLite(Backbone):
             self.patch_dim = self.dim
             self.patch_layer = "_conv_head (1280 ch, after BN and the activation)"
         self.net = EfficientNet.from_name(name)
-        try:  # tensors only: a weights file is never unpickled into code
-            state = torch.load(str(weights), map_location="cpu", weights_only=True)
+        state = load_torch(weights, f"could not load {name} weights {weights}")  # tensors only, checksums verified
+        try:
             self.net.load_state_dict(state, strict=True)
         except Exception as exc:  # missing, damaged, foreign or mismatched weights
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

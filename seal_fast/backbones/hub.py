@@ -6,6 +6,7 @@ load as before; otherwise one connection attempt with a short timeout decides.
 """
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from urllib.parse import urlparse
@@ -24,8 +25,9 @@ def require_hub(name: str, repo_id: str | None) -> None:
     except ImportError:  # the model library will say what it needs
         return
     cached = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.strip("/").replace("/", "--"))
-    if cached.is_dir() or constants.HF_HUB_OFFLINE:
-        return
+    if cached.is_dir() or constants.HF_HUB_OFFLINE or any(
+            os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return  # a proxy: no direct probe can tell, the hub client decides
     url = urlparse(constants.ENDPOINT)
     port = url.port or (443 if url.scheme == "https" else 80)
     try:

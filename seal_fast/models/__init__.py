@@ -1,12 +1,12 @@
 """The estimators, one module per method; importing this package registers all of them."""
 from .base import ClusterEstimator, estimator_class, load_model, registered_methods
-# registration order is the order methods are listed in (the CLI's choices, its messages)
-from .kmeans import KMeans  # noqa: I001
-from .turtle import TURTLE
-from .seal import SEAL
+from .kmeans import KMeans
 from .satc import SATC
+from .seal import SEAL
+from .turtle import TURTLE
 
-METHODS = registered_methods()  # every registered estimator, in the order above
+METHODS = ("kmeans", "turtle", "seal", "satc")  # the order the CLI lists them in
+assert set(METHODS) == set(registered_methods()), "a registered estimator is missing from METHODS"
 
 __all__ = ["ClusterEstimator", "estimator_class", "load_model", "KMeans", "TURTLE", "SEAL", "SATC",
            "METHODS"]

@@ -37,6 +37,7 @@ def register(cls):
 
 
 def registered_methods() -> tuple[str, ...]:
+    """Every method name an estimator registered."""
     return tuple(_REGISTRY)
 
 

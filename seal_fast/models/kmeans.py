@@ -9,8 +9,7 @@ import torch
 
 from ..errors import SealFastError
 from ..lloyd import assign, kmeans, prepare_spaces
-from ..validation import check_n_clusters
-from ..validation import Clusters, Real, Whole
+from ..validation import Clusters, Real, Whole, check_n_clusters
 from .base import ClusterEstimator, param, register, to_tensors
 
 
@@ -82,6 +81,7 @@ class KMeans(ClusterEstimator):
         expected = (self.n_clusters, sum(self.feature_dims_))
         if not isinstance(centers, torch.Tensor) or tuple(centers.shape) != expected:
             raise SealFastError(f"cluster_centers_ has shape {tuple(getattr(centers, 'shape', ()))}, but "
-                                f"n_clusters={self.n_clusters} and the fitted widths {self.feature_dims_} need {expected}")
+                                f"n_clusters={self.n_clusters} and the fitted widths {self.feature_dims_} "
+                                f"need {expected}")
         self.cluster_centers_ = centers
         self.labels_ = state["labels_"].numpy()

@@ -112,8 +112,8 @@ class SEAL(SpatialDistillation, LabelingSettings):
                                        "restart_agreement_nmi": runs.agreement,
                                        "restart_distill_s": runs.seconds})
         spaces = self._labeling_spaces(X)
-        labeling = human_labeling(spaces, n_clusters, self._labeling_config(self.labeling_batch_size), seed=self.seed, backend=self.backend,
-                                  progress=self.verbose, desc="SEAL labeling")
+        labeling = human_labeling(spaces, n_clusters, self._labeling_config(self.labeling_batch_size), seed=self.seed,
+                                  backend=self.backend, progress=self.verbose, desc="SEAL labeling")
         self.labeler_ = labeling.encoder
         self.feature_dims_ = [Z.shape[1] for Z in Zs]
         self.labels_ = self.labeler_.predict(spaces).cpu().numpy().astype(np.int64)

@@ -35,8 +35,9 @@ def patch_gat_reference(X: torch.Tensor, W: torch.Tensor, att_src: torch.Tensor,
     alpha = torch.softmax(F.leaky_relu(e, negative_slope), dim=2)
     Hn = torch.gather(H, 1, flat[:, :, None].expand(B, M * k, H.shape[2])).view(B, M, k, H.shape[2])
     out = (alpha[..., None] * Hn).sum(dim=2)         # (B, M, C)
-    # an image with no patches pools to zeros (not the NaN of an empty mean), as every kernel does
-    return out.sum(dim=1) / max(M, 1) if pool else out
+    if not pool:
+        return out
+    return out.mean(dim=1) if M else out.sum(dim=1)  # no patches pool to zeros (not NaN), as every kernel does
 
 
 def _check(X, W, att_src, att_dst, nbr):
