@@ -138,7 +138,7 @@ def _tree(path):
     return sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in path.rglob("*"))
 
 
-@FUZZ
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(names=st.lists(NAMES, min_size=1, max_size=2, unique=True), kind=st.sampled_from(["flag", "npz", "pt"]))
 def test_import_names(tmp_path_factory, names, kind):
     """Names from every source (--names, .npz members, .pt keys): a store whose every
@@ -182,7 +182,7 @@ def test_import_names(tmp_path_factory, names, kind):
 MAGNITUDES = st.sampled_from([1.0, 1e38, 1e-38, 1e-45, 1e20, 1e-40, 1e30, "mixed"])
 
 
-@FUZZ
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(scale=MAGNITUDES, predict_scale=MAGNITUDES, method=st.sampled_from(["kmeans", "turtle"]))
 def test_extreme_magnitudes(tmp_path_factory, scale, predict_scale, method):
     """Rows of any float32 magnitude (subnormals, near the largest, mixed) through
