@@ -9,12 +9,14 @@ pairs of the answer modality together.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+
 import torch
 
 from ..metrics import normalized_mutual_info
 from .heads import Modality, fresh_heads, head_labels
-from .train import DistillConfig, DistillResult, mutual_distillation
+from .train import DistillConfig, DistillResult, mutual_distillation, neighbor_index
 
 RESTART_CHOICES = ("consensus", "neighbors")
 
@@ -75,6 +77,7 @@ class RestartsResult:
     chosen: int                        # which restart was kept
     scores: list                       # each restart's score under the choice rule
     agreement: list                    # NMI between the restarts' partitions
+    neighbor_seconds: float = 0.0      # the one neighbour search all restarts share
 
     @property
     def modalities(self) -> list[Modality]:
@@ -107,9 +110,14 @@ def distill_with_restarts(first: list[Modality], pairs: list[tuple[int, int, flo
         raise ValueError(f"restarts must be >= 1, got {restarts}")
     if choice not in RESTART_CHOICES:
         raise ValueError(f"restart choice must be one of {RESTART_CHOICES}, got {choice!r}")
+    # the neighbour lists, computed once here and shared by every restart's modalities
+    t0 = time.perf_counter()
+    for m in first:
+        if m.neighbor_index is None:
+            m.neighbor_index = neighbor_index(m.features, config.n_neighbors, backend)
+    neighbor_seconds = time.perf_counter() - t0
     runs, results, partitions = [], [], []
     for r in range(restarts):
-        # restart 0 has computed the neighbour lists that the fresh heads' modalities share
         modalities = first if r == 0 else fresh_heads(
             first, n_clusters, torch.Generator().manual_seed(restart_seed(seed, r)), device)
         generator = torch.Generator(device=device).manual_seed(restart_seed(seed, r))
@@ -121,4 +129,4 @@ def distill_with_restarts(first: list[Modality], pairs: list[tuple[int, int, flo
     _, agreement = consensus_index(partitions)
     chosen, scores = choose_restart(partitions, runs[0][answer].neighbor_index, choice, agreement)
     return RestartsResult(runs, results, partitions, chosen, [round(x, 4) for x in scores],
-                          [[round(a, 4) for a in row] for row in agreement])
+                          [[round(a, 4) for a in row] for row in agreement], neighbor_seconds)

@@ -130,7 +130,7 @@ class SATC(SpatialDistillation):
             "text_used": self.text_used_, "modalities": [m.name for m in modalities],
             "n_neighbors": config.n_neighbors,
             "prepare_s": round(t_prep, 3), "distill_s": round(result.seconds, 3),
-            "neighbor_s": round(result.neighbor_seconds, 3), "epochs_run": len(result.losses),
+            "neighbor_s": round(runs.neighbor_seconds, 3), "epochs_run": len(result.losses),
             "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
             "early_stopping": f"training loss, patience {self.patience}, min_delta {self.min_delta}",
             "loss_per_epoch": [round(x, 4) for x in result.losses],

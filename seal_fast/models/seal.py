@@ -106,7 +106,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
                                      else [run[0].head for run in runs.runs])
             self.restart_labels_.append(torch.stack(runs.partitions).cpu().numpy().astype(np.int64))
             details["distill"].append({"spatial_s": round(t_spatial, 3), "distill_s": round(runs.result.seconds, 3),
-                                       "neighbor_s": round(runs.result.neighbor_seconds, 3),
+                                       "neighbor_s": round(runs.neighbor_seconds, 3),
                                        "loss_per_epoch": [round(x, 4) for x in runs.result.losses],
                                        "restarts": self.restarts, "restart_kept": runs.chosen,
                                        "restart_agreement_nmi": runs.agreement,
