@@ -34,7 +34,9 @@ def write_failure(exc: BaseException, path) -> SealFastError | None:
     """The one-line error for a write that failed (a full disk, a quota, a read-only
     or failing disk), or None when `exc` is no such failure. torch.save reports a
     failed write as a RuntimeError of its zip writer."""
-    if isinstance(exc, OSError) and exc.errno in WRITE_ERRNOS:
+    # numpy's tofile reports a short write without an errno ("4800 requested and 218 written")
+    short_write = isinstance(exc, OSError) and exc.errno is None and "written" in str(exc)
+    if isinstance(exc, OSError) and (exc.errno in WRITE_ERRNOS or short_write):
         return SealFastError(f"cannot write {path}: {exc.strerror or exc}; nothing was written")
     text = str(exc)
     if isinstance(exc, RuntimeError) and any(s in text for s in TORCH_WRITE_ERRORS):
