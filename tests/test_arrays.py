@@ -12,7 +12,7 @@ import torch
 from seal_fast import TURTLE, KMeans
 from seal_fast.cli import main
 from seal_fast.errors import SealFastError
-from seal_fast.inputs import ArrayInputs, open_inputs
+from seal_fast.inputs import open_inputs
 from seal_fast.models.base import to_tensors
 from seal_fast.store import FeatureStore
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import importlib
 
-import torch
-
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ..errors import SealFastError
 from ..readers import load_torch
