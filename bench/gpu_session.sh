@@ -128,7 +128,7 @@ fi
 TIMEOUT_FLAGS=()
 "$PY" -c "import pytest_timeout" 2>/dev/null && TIMEOUT_FLAGS=(-p timeout --timeout 90)
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -rfEs "${TIMEOUT_FLAGS[@]}")
-tests_summary() { last_output | grep -E "^(FAILED|ERROR|SKIPPED)|passed|failed|error|Timeout" | tail -n 40 | fence; }
+tests_summary() { last_output | grep -E "^(FAILED|ERROR|SKIPPED)|passed|failed|skipped|error|Timeout" | tail -n 40 | fence; }
 
 if [ "$PART" = ops ]; then
   stage "op self-check" 40 "$PY" -m seal_fast info --check
