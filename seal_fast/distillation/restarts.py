@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..metrics import normalized_mutual_info
-from .heads import Modality, fresh_heads, head_labels
+from .modalities import Modality, fresh_heads, head_labels
 from .train import DistillConfig, DistillResult, mutual_distillation, neighbor_index
 
 RESTART_CHOICES = ("consensus", "neighbors")

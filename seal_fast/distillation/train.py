@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..distributed import sharded_cosine_topk
-from .heads import Modality
+from .modalities import Modality
 from .objective import distillation_objective
 
 
