@@ -155,11 +155,10 @@ def cmd_cluster(args):
     rank, _, device = distributed.init(args.device) if distributed.launched() else (0, 1, args.device)
     tuning = {name: getattr(args, name) for name in TUNABLE if getattr(args, name) is not None}
     pipeline.check_method_params(args.method, tuning, spell=lambda name: f"--{name.replace('_', '-')}")
-    pipeline.make_estimator(args.method, args.n_clusters, seed=args.seed, device=device, **tuning)  # before any read
-    inputs = pipeline.as_inputs(args.inputs, **_array_args(args))
     check_outputs(outputs, inputs=_input_paths(args))
-    run = pipeline.cluster(inputs, args.method, args.n_clusters, spaces=args.spaces, seed=args.seed, device=device,
-                           verbose=not args.quiet and rank == 0, **tuning)
+    run = pipeline.cluster(args.inputs, args.method, args.n_clusters, spaces=args.spaces, seed=args.seed,
+                           device=device, verbose=not args.quiet and rank == 0, array_options=_array_args(args),
+                           **tuning)
     if rank == 0:
         pipeline.save_run(run, out, args.save_model)
         print(f"wrote {out} ({run.summary()})")

@@ -162,6 +162,7 @@ def cluster(inputs, method: str, n_clusters, *, spaces=None, seed: int = 0, devi
         ClusterRun(labels, model, report).
     """
     t0 = time.perf_counter()
+    # every parameter is checked before any input is read
     model = make_estimator(method, n_clusters, seed=seed, device=device, verbose=verbose, **params)
     store = as_inputs(inputs, **(array_options or {}))
     names = select_spaces(store, spaces)
