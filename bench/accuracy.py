@@ -182,7 +182,8 @@ def main(argv=None):
     p.add_argument("--out", required=True, help="JSONL of result rows (appended; existing rows are skipped)")
     p.add_argument("--table", default=None, help="write the Markdown summary of --out here")
     p.add_argument("--iterations", type=int, default=None, help="labeling iterations (turtle/seal)")
-    p.add_argument("--epochs", type=int, default=None, help="distillation epochs (seal/satc)")
+    p.add_argument("--epochs", type=int, default=None, help="distillation epochs (seal)")
+    p.add_argument("--max-epochs", type=int, default=None, help="distillation epochs, at most (satc)")
     p.add_argument("--restarts", type=int, default=None, help="distillation restarts (seal/satc)")
     p.add_argument("--stop-tol", type=float, default=None, help="labeling stopping rule (turtle/seal)")
     p.add_argument("--compile", action="store_true",
@@ -190,6 +191,7 @@ def main(argv=None):
                         "bench/test_bench_embed.py times it)")
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("iterations", args.iterations), ("epochs", args.epochs),
+                                   ("max_epochs", args.max_epochs),
                                    ("restarts", args.restarts), ("stop_tol", args.stop_tol)) if v is not None}
     out = Path(args.out)
     done = set()

@@ -8,9 +8,12 @@ set -euo pipefail
 old=$1 new=$2 store=$3 work=$4
 run() {  # run CHECKOUT OUTDIR
   mkdir -p "$2"
+  # SATC's epoch bound is --max-epochs since the renames (CHANGELOG.md), --epochs before
+  satc_epochs=$(PYTHONPATH=$1 python -m seal_fast cluster --help | grep -q -- --max-epochs && echo --max-epochs \
+                || echo --epochs)
   for seed in 0 1; do
     for args in "kmeans" "turtle --iterations 300" "seal --iterations 200 --epochs 2 --restarts 2" \
-                "satc --epochs 2 --restarts 2"; do
+                "satc $satc_epochs 2 --restarts 2"; do
       method=${args%% *}
       # shellcheck disable=SC2086
       PYTHONPATH=$1 OMP_NUM_THREADS=1 python -m seal_fast cluster "$store" --method $args --n-clusters 10 \

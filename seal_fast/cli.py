@@ -10,8 +10,8 @@ from pathlib import Path
 
 # `cluster` options that set the estimator parameter of the same name; their type,
 # choices and help come from the estimators' declarations (models/base.py: param)
-TUNABLE = ("iterations", "stop_tol", "epochs", "restarts", "restart_choice", "n_neighbors", "patch_neighbors",
-           "label_on", "label_restarts", "backend")
+TUNABLE = ("iterations", "stop_tol", "epochs", "max_epochs", "restarts", "restart_choice", "n_neighbors",
+           "patch_neighbors", "label_on", "label_restarts", "backend")
 ALIASES = {"n_neighbors": ("--neighbors",)}
 ARRAY_OPTIONS = ("patches", "text", "labels", "names")
 
@@ -19,6 +19,7 @@ ARRAY_OPTIONS = ("patches", "text", "labels", "names")
 def _parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE, DEFAULT_PATCH_BACKBONE
     from .models import METHODS
+    from .pipeline import describe_param
 
     p = argparse.ArgumentParser(prog="seal-fast", description="Discover the categories of unlabeled images.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -34,8 +35,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--chunk-size", type=int, default=1024, help="images per resumable chunk (at most a minute)")
     e.add_argument("--compile", action="store_true", help="torch.compile the backbone (large N on CPU)")
-    e.add_argument("--text", action="store_true", help="also TAC-style text features (a CLIP backbone; for SATC)")
-    e.add_argument("--nouns", default=None, metavar="FILE", help="one noun per line instead of WordNet's (--text)")
+    e.add_argument("--with-text", action="store_true", help="also TAC-style text features (a CLIP backbone; SATC)")
+    e.add_argument("--text", dest="renamed", action="store_const", help=argparse.SUPPRESS,
+                   const="--text is now --with-text (in cluster and import, --text names a text array)")
+    e.add_argument("--nouns", default=None, metavar="FILE", help="one noun per line instead of WordNet's")
     e.add_argument("--quiet", action="store_true", help="no progress bar")
     c = sub.add_parser("cluster", help="fit a method on a feature store (or array files) and label every row")
     c.add_argument("inputs", nargs="+", metavar="FEATDIR|ARRAY", help="a feature store, or .npy/.npz/.pt files")
@@ -47,8 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--device", default="auto")
     c.add_argument("--out", required=True, metavar="RESULT.npy")
     c.add_argument("--save-model", default=None, metavar="MODEL")
-    for name in TUNABLE:
-        _tunable(c, name)
+    for name in TUNABLE:  # typed, with choices and help from the estimators' declarations
+        spec = describe_param(name)
+        c.add_argument(f"--{name.replace('_', '-')}", *ALIASES.get(name, ()), dest=name, default=None,
+                       type=spec["type"], choices=spec["choices"], help=spec["help"])
     c.add_argument("--quiet", action="store_true", help="no progress bar")
     pr = sub.add_parser("predict", help="label another feature store (or array files) with a saved model")
     pr.add_argument("model")
@@ -77,15 +82,6 @@ def _array_options(parser) -> None:
     parser.add_argument("--names", nargs="+", metavar="NAME", help="with arrays: names of the spaces, in order")
 
 
-def _tunable(parser, name: str) -> None:
-    """`--NAME`, typed, with choices and help from the estimators' declarations of `name`."""
-    from .pipeline import describe_param
-
-    spec = describe_param(name)
-    parser.add_argument(f"--{name.replace('_', '-')}", *ALIASES.get(name, ()), dest=name, default=None,
-                        type=spec["type"], choices=spec["choices"], help=spec["help"])
-
-
 def main(argv=None) -> int:
     command = "?"
     try:
@@ -94,6 +90,8 @@ def main(argv=None) -> int:
         from .errors import Interrupted, SealFastError
 
         try:
+            if getattr(args, "renamed", None):  # an option's old spelling
+                raise SealFastError(args.renamed)
             return globals()[f"cmd_{command}"](args) or 0  # looked up now: tests may replace one
         except SealFastError as exc:
             return _fail(f"seal-fast {command}: error: {exc}", 2)
@@ -110,7 +108,6 @@ def _fail(line: str, code: int) -> int:
     return code
 
 
-# --- commands -----------------------------------------------------------------
 def cmd_info(args):
     from . import build_info
     from .backbones import known_backbones
@@ -130,8 +127,8 @@ def cmd_embed(args):
 
     store = pipeline.embed_images(args.source, args.out, backbones=args.backbone, patch_backbone=args.patch_backbone,
                                   weights=args.weights, device=args.device, batch_size=args.batch_size,
-                                  chunk_size=args.chunk_size, compile=args.compile, text=args.text, nouns=args.nouns,
-                                  progress=not args.quiet)
+                                  chunk_size=args.chunk_size, compile=args.compile, with_text=args.with_text,
+                                  nouns=args.nouns, progress=not args.quiet)
     if store is not None:  # None: a rank other than 0 under torchrun
         print(f"wrote {store.summary()}")
 

@@ -25,6 +25,7 @@ from .inputs import ArrayInputs, open_inputs
 from .metrics import evaluate as _scores
 from .models import METHODS, estimator_class
 from .models.base import ClusterEstimator
+from .models.registry import refuse_renamed
 from .readers import read_npy, regular_file
 from .store import FeatureStore
 from .validation import as_feature_matrix
@@ -57,7 +58,9 @@ def method_params(method: str) -> list[str]:
 def check_method_params(method: str, names, spell=lambda name: name) -> None:
     """Refuse a parameter `method` does not take, naming the methods that take it
     (`spell` writes a parameter's name as the caller knows it, e.g. a CLI flag)."""
-    own = estimator_class(method).param_names()
+    cls = estimator_class(method)
+    own = cls.param_names()
+    refuse_renamed(cls, names, spell)
     for name in names:
         if name not in own:
             users = [m for m in METHODS if name in estimator_class(m).param_names()]
@@ -123,12 +126,15 @@ def fit_inputs(model: ClusterEstimator, store, spaces: list[str]) -> tuple[list,
     return [store.space(name) for name in spaces], extra
 
 
-def _name_the_bad_space(store, spaces: list[str]) -> None:
+def _name_the_bad_input(store, spaces: list[str]) -> None:
     """After `fit` refused its input: raise the same complaint naming the store and the
-    space, when a store's space is at fault (scanned only then, not on every fit)."""
+    space, or the array file, when one is at fault (scanned only then: the fit's own
+    scan is the one every run pays)."""
     if isinstance(store, FeatureStore):
         for name in spaces:
             as_feature_matrix(store.space(name), f"feature store {store.path}: space {name!r}")
+    else:
+        store.check_values()
 
 
 def evaluation_labels(store) -> tuple[np.ndarray | None, str | None]:
@@ -172,7 +178,7 @@ def cluster(inputs, method: str, n_clusters, *, spaces=None, seed: int = 0, devi
     try:
         model.fit(Zs, **extra)
     except SealFastError:
-        _name_the_bad_space(store, names)
+        _name_the_bad_input(store, names)
         raise
     t_fit = time.perf_counter() - t0 - t_load
     model.meta_ = {"spaces": names, "inputs": describe(store)}
@@ -239,8 +245,11 @@ def predict(model: ClusterEstimator, inputs, **array_options) -> np.ndarray:
         if len(spaces) != len(model.feature_dims_):
             raise SealFastError(f"the model was fitted on {len(model.feature_dims_)} space(s) {fitted}; "
                                 f"got {len(spaces)} array space(s) {spaces}")
-    # every method predicts from the visual spaces alone
-    return np.asarray(model.predict([store.space(n) for n in spaces]), dtype=np.int64)
+    try:  # every method predicts from the visual spaces alone
+        return np.asarray(model.predict([store.space(n) for n in spaces]), dtype=np.int64)
+    except SealFastError:
+        _name_the_bad_input(store, spaces)
+        raise
 
 
 def load_labels(path) -> np.ndarray:
@@ -278,6 +287,7 @@ def import_arrays(arrays, out, *, patches=None, text=None, labels=None, names=No
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SealFastError(f"--out {out} exists and is not an empty directory; give a new one")
     check_outputs({"--out": out / "manifest.json"}, inputs=[Path(p) for p in [*arrays, patches, text, labels] if p])
+    inputs.check_values()
     labels = inputs.labels()
     existed = out.exists()
     try:
@@ -311,10 +321,10 @@ def parse_weights(items, backbones, patch_backbone, explicit) -> dict:
 
 
 def embed_images(source, out, *, backbones=None, patch_backbone=None, weights=(), device="auto", batch_size=64,
-                 chunk_size=1024, compile=False, text=False, nouns=None, progress=True) -> FeatureStore | None:
+                 chunk_size=1024, compile=False, with_text=False, nouns=None, progress=True) -> FeatureStore | None:
     """`seal-fast embed`: the feature store of an image source (resumable; sharded under
     torchrun, where every rank but 0 returns None), with TAC-style text features when
-    `text` (which needs a CLIP backbone, checked before the long part)."""
+    `with_text` (which needs a CLIP backbone, checked before the long part)."""
     import torch
 
     from . import distributed
@@ -326,13 +336,13 @@ def embed_images(source, out, *, backbones=None, patch_backbone=None, weights=()
     patch = None if patch_backbone in (None, "none", "") else patch_backbone
     weights = weights if isinstance(weights, dict) else parse_weights(list(weights), backbones, patch, named)
     clip = []
-    if text:
+    if with_text:
         from .backbones.clip import CLIP_MODELS
-        from .text import read_nouns
+        from .text_counterparts import read_nouns
 
         clip = [b for b in backbones if b in CLIP_MODELS]
         if not clip:
-            raise SealFastError("--text needs a CLIP backbone, e.g. --backbone clip-vit-b-32 efficientnet-lite0")
+            raise SealFastError("--with-text needs a CLIP backbone, e.g. --backbone clip-vit-b-32 efficientnet-lite0")
         read_nouns(nouns)
     store = embed(source, out, backbones=backbones, patch_backbone=patch, weights=weights, device=device,
                   batch_size=batch_size, chunk_size=chunk_size, compile=compile, progress=progress)
@@ -342,7 +352,7 @@ def embed_images(source, out, *, backbones=None, patch_backbone=None, weights=()
         torch.distributed.destroy_process_group()
         if rank != 0:
             return None
-    if text:
+    if with_text:
         store = add_text_features(out, clip[0], weights=weights.get(clip[0]), nouns_path=nouns, device=device,
                                   progress=progress)
     return store

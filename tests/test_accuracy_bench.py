@@ -17,7 +17,7 @@ def test_accuracy_bench_end_to_end(tmp_path):
     out, table = tmp_path / "rows.jsonl", tmp_path / "table.md"
     args = ["--dataset", str(tmp_path / "tiny.npz"), "--configs", "kmeans", "turtle-2space", "seal", "satc",
             "--seeds", "0", "1", "--cache", str(tmp_path / "cache"), "--out", str(out), "--table", str(table),
-            "--iterations", "3", "--epochs", "1", "--restarts", "2"]
+            "--iterations", "3", "--epochs", "1", "--max-epochs", "1", "--restarts", "2"]
     bench.main(args)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["config"], r["seed"]) for r in rows] == [(c, s) for c in ("kmeans", "turtle-2space", "seal", "satc")

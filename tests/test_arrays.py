@@ -13,7 +13,7 @@ from seal_fast import TURTLE, KMeans
 from seal_fast.cli import main
 from seal_fast.errors import SealFastError
 from seal_fast.inputs import open_inputs
-from seal_fast.models.base import to_tensors
+from seal_fast.models.tensors import to_tensors
 from seal_fast.store import FeatureStore
 
 from conftest import blobs, one_line_error

@@ -33,7 +33,7 @@ def test_turtle_cuda_two_spaces():
 
 def test_seal_cuda_fit_save_load_predict(tmp_path):
     Z, P, _, y = three_views(n=400, seed=5)
-    model = SEAL(4, iterations=800, epochs=8, batch_size=128, restarts=1, patch_neighbors=4, seed=0,
+    model = SEAL(4, iterations=800, epochs=8, distill_batch_size=128, restarts=1, patch_neighbors=4, seed=0,
                  device="cuda").fit([Z], patches=P)
     assert _on_cuda(model) and cluster_accuracy(y, model.labels_) >= 0.9
     model.save(tmp_path / "seal.pt")
@@ -43,7 +43,7 @@ def test_seal_cuda_fit_save_load_predict(tmp_path):
 
 def test_satc_cuda_with_text():
     Z, P, T, y = three_views(n=400, seed=6)
-    model = SATC(4, epochs=20, patience=5, batch_size=128, min_steps_per_epoch=10, text_threshold=0.0, restarts=1,
+    model = SATC(4, max_epochs=20, patience=5, distill_batch_size=128, min_steps_per_epoch=10, text_threshold=0.0, restarts=1,
                  patch_neighbors=4, seed=0, device="cuda").fit([Z], patches=P, text=T)
     assert _on_cuda(model) and model.text_used_ and cluster_accuracy(y, model.labels_) >= 0.9
 

@@ -6,7 +6,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from seal_fast import KMeans, load_model
 from seal_fast.errors import SealFastError
-from seal_fast.lloyd import kmeans, prepare_spaces
+from seal_fast.kmeans_algorithm import kmeans, prepare_spaces
 from seal_fast.metrics import cluster_accuracy
 
 from conftest import blobs

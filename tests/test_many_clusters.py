@@ -30,11 +30,11 @@ def _scipy_acc(y, pred):
 @pytest.mark.parametrize("method", ["kmeans", "turtle", "seal", "satc"])
 def test_thousand_clusters(method):
     X, P, y = _data()
-    quick = dict(epochs=1, restarts=1, min_steps_per_epoch=5, patch_neighbors=3)
+    quick = dict(restarts=1, min_steps_per_epoch=5, patch_neighbors=3)
     model = {"kmeans": lambda: KMeans(K, seed=0),
              "turtle": lambda: TURTLE(K, iterations=3, seed=0),
-             "seal": lambda: SEAL(K, seed=0, iterations=3, **quick),
-             "satc": lambda: SATC(K, seed=0, **quick)}[method]()
+             "seal": lambda: SEAL(K, seed=0, iterations=3, epochs=1, **quick),
+             "satc": lambda: SATC(K, seed=0, max_epochs=1, **quick)}[method]()
     extra = {"patches": P} if method in ("seal", "satc") else {}
     labels = model.fit([X], **extra).labels_
     assert labels.shape == (len(y),) and labels.min() >= 0 and labels.max() < K

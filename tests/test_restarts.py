@@ -91,7 +91,7 @@ def test_neighbors_choice_keeps_the_partition_that_cuts_the_graph_least():
 
 def test_satc_keeps_the_restart_its_rule_scores_highest():
     Z, P, _, _ = three_views(n=300, seed=14)
-    model = SATC(4, epochs=2, restarts=3, restart_choice="neighbors", patch_neighbors=4, device="cpu").fit(
+    model = SATC(4, max_epochs=2, restarts=3, restart_choice="neighbors", patch_neighbors=4, device="cpu").fit(
         [Z], patches=P)
     d = model.fit_details_
     assert d["restart_choice"] == "neighbors" and len(d["restart_scores"]) == 3
@@ -99,7 +99,7 @@ def test_satc_keeps_the_restart_its_rule_scores_highest():
     visual = torch.nn.functional.normalize(torch.from_numpy(Z), dim=1)
     expected = neighbor_agreement(torch.from_numpy(model.labels_), neighbor_index(visual, 50, "reference"))
     assert d["restart_scores"][d["restart_kept"]] == pytest.approx(expected, abs=1e-4)
-    consensus = SATC(4, epochs=2, restarts=3, patch_neighbors=4, device="cpu").fit([Z], patches=P)
+    consensus = SATC(4, max_epochs=2, restarts=3, patch_neighbors=4, device="cpu").fit([Z], patches=P)
     c = consensus.fit_details_
     assert c["restart_choice"] == "consensus" and c["restart_kept"] == int(np.argmax(c["restart_scores"]))
     with pytest.raises(SealFastError, match="restart_choice must be one of"):

@@ -16,7 +16,7 @@ def test_recovers_synthetic_labels():
     Z, P, _, y = three_views(n=600, seed=5)
     # 1,500 distillation steps; the labeling on phi_hat needs more outer iterations than on phi.
     # One restart keeps the long tests short; restarts have their own tests (test_restarts.py).
-    model = SEAL(4, iterations=2000, epochs=15, batch_size=128, restarts=1, patch_neighbors=4,
+    model = SEAL(4, iterations=2000, epochs=15, distill_batch_size=128, restarts=1, patch_neighbors=4,
                  device="cpu").fit([Z], patches=P)
     assert cluster_accuracy(y, model.labels_) >= 0.95
     phi_hat = model.transform([Z])[0]
@@ -26,7 +26,7 @@ def test_recovers_synthetic_labels():
 def test_two_spaces():
     Z, P, _, y = three_views(n=400, seed=6)
     Z2 = (Z @ np.random.default_rng(0).normal(size=(16, 24))).astype(np.float32)
-    model = SEAL(4, iterations=2000, epochs=15, batch_size=128, restarts=1, patch_neighbors=4,
+    model = SEAL(4, iterations=2000, epochs=15, distill_batch_size=128, restarts=1, patch_neighbors=4,
                  device="cpu").fit([Z, Z2], patches=P)
     assert len(model.heads_) == 2 and cluster_accuracy(y, model.labels_) >= 0.9
     np.testing.assert_array_equal(model.predict([Z, Z2]), model.labels_)
@@ -134,7 +134,7 @@ def test_on_real_digits_features(digits_store):
 
     Z = np.array(digits_store.space("efficientnet-lite0"))
     y = digits_store.labels()
-    model = SEAL(10, iterations=300, epochs=2, batch_size=256, restarts=1, device="cpu").fit(
+    model = SEAL(10, iterations=300, epochs=2, distill_batch_size=256, restarts=1, device="cpu").fit(
         [Z], patches=digits_store.patches())
     phi_hat = model.transform([Z])[0]
     assert triplet_accuracy(phi_hat, y, 5000) > triplet_accuracy(Z, y, 5000)

@@ -22,8 +22,8 @@ def test_recovers_separable_mixture(spaces):
 
 def test_seeded_and_deterministic_on_cpu():
     Z, _ = blobs(n=300, k=3, sep=2.0, seed=2)
-    a = TURTLE(3, iterations=40, batch_size=128, seed=5, device="cpu").fit(Z)
-    b = TURTLE(3, iterations=40, batch_size=128, seed=5, device="cpu").fit(Z)
+    a = TURTLE(3, iterations=40, labeling_batch_size=128, seed=5, device="cpu").fit(Z)
+    b = TURTLE(3, iterations=40, labeling_batch_size=128, seed=5, device="cpu").fit(Z)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     for pa, pb in zip(a.encoder_.parameters(), b.encoder_.parameters()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)

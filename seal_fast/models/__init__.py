@@ -1,6 +1,8 @@
 """The estimators, one module per method; importing this package registers all of them."""
-from .base import ClusterEstimator, estimator_class, load_model, registered_methods
+from .base import ClusterEstimator
 from .kmeans import KMeans
+from .persistence import load_model
+from .registry import estimator_class, registered_methods
 from .satc import SATC
 from .seal import SEAL
 from .turtle import TURTLE

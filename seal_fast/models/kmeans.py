@@ -8,9 +8,11 @@ import numpy as np
 import torch
 
 from ..errors import SealFastError
-from ..lloyd import assign, kmeans, prepare_spaces
+from ..kmeans_algorithm import assign, kmeans, prepare_spaces
 from ..validation import Clusters, Real, Whole, check_n_clusters
-from .base import ClusterEstimator, param, register, to_tensors
+from .base import ClusterEstimator, param
+from .registry import register
+from .tensors import to_tensors
 
 
 @register
@@ -40,7 +42,7 @@ class KMeans(ClusterEstimator):
     """
 
     method = "kmeans"
-    scale_invariant = True  # every row is normalised (safely, lloyd.unit_rows) before anything else
+    scale_invariant = True  # every row is normalised (safely, kmeans_algorithm.unit_rows) before anything else
 
     n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
     _: KW_ONLY

@@ -12,9 +12,12 @@ from ..distillation import (RESTART_CHOICES, ClusterHead, Modality, distill_with
                             visual_and_spatial)
 from ..errors import SealFastError
 from ..rows import by_row_blocks
-from ..text import textual_compactness
+from ..text_counterparts import textual_compactness
 from ..validation import Clusters, OneOf, Real, Whole, as_feature_matrix
-from .base import SpatialDistillation, cpu_state, param, register, to_tensors
+from .base import param
+from .registry import register
+from .stages import SpatialDistillation
+from .tensors import cpu_state, to_tensors
 
 
 @register
@@ -37,13 +40,14 @@ class SATC(SpatialDistillation):
     Parameters
     ----------
     n_clusters : int
-    epochs : int, default 5
-        At most this many epochs per restart. The paper trains up to 200 with
+    max_epochs : int, default 5
+        At most this many epochs per restart (training stops earlier when the
+        loss stops improving, below). The paper trains up to 200 with
         accuracy-based stopping; here a restart's basin is set within its first
         epochs, so the default schedule is short (the measurements:
-        docs/experiments.md, "SATC as shipped"; the paper's: epochs=200).
+        docs/experiments.md, "SATC as shipped"; the paper's: max_epochs=200).
     patience : int, default 10
-    batch_size, temperature, consistency_weight, entropy_weight, level :
+    distill_batch_size, temperature, consistency_weight, entropy_weight, level :
         Distillation (SATC: 512, 0.5, lambda1 = 1, lambda2 = 5, "instance").
         The default temperature here is 1.0, not the paper's 0.5 (measured in
         docs/experiments.md).
@@ -71,10 +75,11 @@ class SATC(SpatialDistillation):
 
     method = "satc"
     accepts = ("patches", "text")
+    renamed = {"batch_size": "distill_batch_size", "epochs": "max_epochs"}
 
     n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
     _: KW_ONLY
-    epochs: int = param(5, check=Whole(), help="mutual-distillation epochs per restart, at most")
+    max_epochs: int = param(5, check=Whole(), help="mutual-distillation epochs per restart, at most")
     restarts: int = param(5, check=Whole(), help="distillation restarts, one of which is kept (restart_choice)")
     patience: int = param(10, check=Whole(0), help="epochs without a better training loss before stopping")
     min_delta: float = param(1e-4, check=Real(0.0), help="a loss improvement smaller than this does not count")
@@ -84,8 +89,8 @@ class SATC(SpatialDistillation):
                                      "pairs together")
     text_threshold: float = param(0.33, check=Real(), help="text is used when its compactness tau exceeds this")
 
-    def _early_stopping(self) -> dict:
-        return {"consistency_weight": self.consistency_weight, "patience": self.patience,
+    def _schedule(self) -> dict:
+        return {"epochs": self.max_epochs, "consistency_weight": self.consistency_weight, "patience": self.patience,
                 "min_delta": self.min_delta}
 
     def fit(self, Zs, y=None, *, patches=None, text=None):

@@ -10,7 +10,10 @@ import torch
 from ..distillation import distill_with_restarts, head_from_state, spatially_aware_embedding, visual_and_spatial
 from ..labeling import TaskEncoder, human_labeling
 from ..validation import Clusters, OneOf, Whole
-from .base import LabelingSettings, SpatialDistillation, cpu_state, param, register, to_tensors
+from .base import param
+from .registry import register
+from .stages import LabelingSettings, SpatialDistillation
+from .tensors import cpu_state, to_tensors
 
 LABEL_ON = ("phi_hat", "phi+phi_hat")
 LABEL_RESTARTS = ("kept", "all")
@@ -35,8 +38,11 @@ class SEAL(SpatialDistillation, LabelingSettings):
         Outer iterations of the human labeling (at most, with the stopping rule).
     stop_tol, stop_window, stop_patience :
         The labeling's label-free stopping rule (see TURTLE).
-    epochs, batch_size, temperature, entropy_weight, level :
-        Mutual distillation (SEAL: 20, 512, 1.0, 5, "instance").
+    epochs : int, default 20
+        Mutual-distillation epochs per restart, all of them (SEAL has no early
+        stopping; SATC's `max_epochs` is a bound).
+    distill_batch_size, temperature, entropy_weight, level :
+        Mutual distillation (512, 1.0, 5, "instance").
     n_neighbors : int, default 50
         Cross-modal neighbours per sample (the papers' 50; all N-1 others when fewer).
     min_steps_per_epoch : int, default 100
@@ -75,6 +81,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
 
     method = "seal"
     accepts = ("patches",)
+    renamed = {"batch_size": "distill_batch_size"}
 
     n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
     _: KW_ONLY
@@ -82,7 +89,10 @@ class SEAL(SpatialDistillation, LabelingSettings):
                           help="spaces of the human labeling: phi and phi_hat, or phi_hat alone (the paper)")
     label_restarts: str = param("all", check=OneOf(LABEL_RESTARTS),
                                 help="phi_hat of every restart, or of the kept restart only")
-    labeling_batch_size: int = param(10000, check=Whole(), help="labeling batch (capped at N)")
+    epochs: int = param(20, check=Whole(), help="mutual-distillation epochs per restart (all are run)")
+
+    def _schedule(self) -> dict:
+        return {"epochs": self.epochs}
 
     def fit(self, Zs, y=None, *, patches=None):
         Zs = self._check_fit_input(Zs)
@@ -112,7 +122,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
                                        "restart_agreement_nmi": runs.agreement,
                                        "restart_distill_s": runs.seconds})
         spaces = self._labeling_spaces(X)
-        labeling = human_labeling(spaces, n_clusters, self._labeling_config(self.labeling_batch_size), seed=self.seed,
+        labeling = human_labeling(spaces, n_clusters, self._labeling_config(), seed=self.seed,
                                   backend=self.backend, progress=self.verbose, desc="SEAL labeling")
         self.labeler_ = labeling.encoder
         self.feature_dims_ = [Z.shape[1] for Z in Zs]

@@ -9,7 +9,10 @@ import torch
 from ..labeling import TaskEncoder, human_labeling
 from ..ops import BACKENDS
 from ..validation import Clusters, Flag, OneOf, Real, Whole, check_n_clusters
-from .base import LabelingSettings, param, register, to_tensors
+from .base import param
+from .registry import register
+from .stages import LabelingSettings
+from .tensors import to_tensors
 
 
 @register
@@ -33,7 +36,7 @@ class TURTLE(LabelingSettings):
         Adam steps M of the inner linear classifiers (cold start each iteration).
     gamma : float, default 10
         Weight of the entropy of the batch-mean labeling.
-    batch_size : int, default 10000 (capped at N)
+    labeling_batch_size : int, default 10000 (capped at N)
     inner_lr, outer_lr : float, default 1e-3
     seed : int
     device : "auto", "cpu", "cuda", ...
@@ -57,12 +60,12 @@ class TURTLE(LabelingSettings):
     """
 
     method = "turtle"
+    renamed = {"batch_size": "labeling_batch_size"}
 
     n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
     _: KW_ONLY
     inner_steps: int = param(10, check=Whole(), help="Adam steps M of the inner linear classifiers")
     gamma: float = param(10.0, check=Real(0.0), help="weight of the batch-mean labeling's entropy")
-    batch_size: int = param(10000, check=Whole(), help="labeling batch (capped at N)")
     inner_lr: float = param(1e-3, check=Real(0.0, above=True), help="learning rate of the inner classifiers")
     outer_lr: float = param(1e-3, check=Real(0.0, above=True), help="learning rate of the task encoder")
     exact: bool = param(False, check=Flag(), help="differentiate through the inner steps (TURTLE: first-order)")
@@ -78,7 +81,7 @@ class TURTLE(LabelingSettings):
         k = check_n_clusters(self.n_clusters, Zs[0].shape[0])
         device = self.resolved_device()
         X = to_tensors(Zs, device)
-        result = human_labeling(X, k, self._labeling_config(self.batch_size), seed=self.seed, backend=self.backend,
+        result = human_labeling(X, k, self._labeling_config(), seed=self.seed, backend=self.backend,
                                 progress=self.verbose, desc="TURTLE")
         self.encoder_ = result.encoder
         self.feature_dims_ = [Z.shape[1] for Z in Zs]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from seal_fast.errors import SealFastError
-from seal_fast.text import (WORDNET_NOUNS, parse_wordnet_nouns, read_nouns, retrieve_text, select_nouns,
+from seal_fast.text_counterparts import (WORDNET_NOUNS, parse_wordnet_nouns, read_nouns, retrieve_text, select_nouns,
                             text_counterparts, textual_compactness)
 
 FIXTURE = """  1 This software and database is being provided to you, the LICENSEE, by
@@ -92,7 +92,7 @@ def test_text_counterparts_shape_and_dim_check():
 
 
 def test_text_features_are_added_to_a_store_that_stays_readable(tmp_path):
-    """`embed --text`'s last step on a real CLIP architecture (random weights: no hub):
+    """`embed --with-text`'s last step on a real CLIP architecture (random weights: no hub):
     the store keeps its cached noun embeddings (another row count than N) and reopens,
     and a second call reuses the cache."""
     open_clip = pytest.importorskip("open_clip")

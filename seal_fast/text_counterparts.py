@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .lloyd import kmeans
+from .kmeans_algorithm import kmeans
 from .errors import SealFastError
 
 WORDNET_NOUNS = os.environ.get("SEAL_FAST_WORDNET", "/usr/share/wordnet/data.noun")
