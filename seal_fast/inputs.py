@@ -55,10 +55,12 @@ def _read_pt(path: Path) -> list[tuple[str, np.ndarray]]:
 
 class ArrayInputs:
     """Arrays read the way a FeatureStore is read (`spaces`, `space(name)`, `patches()`,
-    `text()`, `labels()`, `has(key)`), checked when made: named spaces, numeric,
-    2-D, one N for everything, finite values (the first bad row is named). Labels
-    are checked when asked for, so that `cluster` can leave bad ones out of its
-    evaluation rather than refuse to cluster."""
+    `text()`, `labels()`, `has(key)`), their form checked when made: named spaces,
+    numeric, 2-D, one N for everything. Their values are scanned once, where they are
+    used, as a store's are: by the fit (and, if it refuses them, by `check_values`,
+    which names the file) or by `check_values` before an import. Labels are checked
+    when asked for, so that `cluster` can leave bad ones out of its evaluation rather
+    than refuse to cluster."""
 
     def __init__(self, spaces: dict, *, patches=None, labels=None, text=None, description=None, sources=None):
         # sources: what to call each array in messages (its file, when read from files)
@@ -72,7 +74,7 @@ class ArrayInputs:
             if arr.ndim == 3:
                 raise SealFastError(f"{what}: a 3-D array {arr.shape} is not an embedding space; patch features "
                                     "go with --patches")
-            self._spaces[name] = as_feature_matrix(_numeric(arr, what), what)
+            self._spaces[name] = as_feature_matrix(_numeric(arr, what), what, finite=False)
         ns = {name: Z.shape[0] for name, Z in self._spaces.items()}
         self.n = next(iter(ns.values()))
         if len(set(ns.values())) != 1:
@@ -128,8 +130,15 @@ class ArrayInputs:
             raise SealFastError(f"{what}: expected a {ndim}-D array, got shape {arr.shape}")
         if arr.shape[0] != self.n:
             raise SealFastError(f"{what}: {arr.shape[0]} rows for {self.n} samples")
-        check_finite(arr, what)
         return arr
+
+    def check_values(self) -> None:
+        """Every array finite (and within float32), or an error naming its file and the first bad row."""
+        for name, Z in self._spaces.items():
+            check_finite(Z, self._what.get(f"space {name}", name))
+        for key, arr in (("patches", self._patches), ("text", self._text)):
+            if arr is not None:
+                check_finite(arr, self._what[key])
 
     @property
     def spaces(self) -> list[str]:

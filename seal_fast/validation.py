@@ -9,9 +9,9 @@ import torch
 from .errors import SealFastError, SealFastTypeError
 
 
-def as_feature_matrix(Z, name: str = "features") -> np.ndarray | torch.Tensor:
-    """Check one embedding space: a dense 2-D array of real numbers, non-empty,
-    finite. Floating-point arrays are returned unchanged (memory maps stay memory
+def as_feature_matrix(Z, name: str = "features", *, finite: bool = True) -> np.ndarray | torch.Tensor:
+    """Check one embedding space: a dense 2-D array of real numbers, non-empty, and
+    (unless `finite=False`: the caller scans the values later) finite. Floating-point arrays are returned unchanged (memory maps stay memory
     maps, scanned in chunks; tensors stay on their device); integer and numeric
     object arrays are converted to float32."""
     if _is_sparse(Z):
@@ -41,7 +41,8 @@ def as_feature_matrix(Z, name: str = "features") -> np.ndarray | torch.Tensor:
             Z = Z.astype(np.float32)
         except (TypeError, ValueError) as exc:
             raise SealFastTypeError(f"{name}: expected numbers ({exc})") from None
-    check_finite(Z, name)
+    if finite:
+        check_finite(Z, name)
     return Z
 
 
