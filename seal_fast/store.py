@@ -31,7 +31,7 @@ MANIFEST = "manifest.json"
 
 
 ROW_KINDS = ("space", "patches", "labels", "text")  # one row per image
-KINDS = (*ROW_KINDS, "nouns")  # nouns: a CLIP backbone's noun embeddings, cached by `embed --text`
+KINDS = (*ROW_KINDS, "nouns")  # nouns: a CLIP backbone's noun embeddings, cached by `embed --with-text`
 MAX_NAME_BYTES = 200  # "space_<name>.npy" stays under the 255 bytes a file name may have
 
 
@@ -259,8 +259,9 @@ def write_store(path, *, spaces: dict[str, np.ndarray] | None = None, patches: n
     return FeatureStore(path)
 
 
-def add_array(path, key: str, array: np.ndarray, kind: str, **extra) -> FeatureStore:
-    """Add (or replace) one array of an existing store, e.g. `text` after embedding."""
+def add_array(path, key: str, array: np.ndarray, kind: str, *, meta: dict | None = None, **extra) -> FeatureStore:
+    """Add (or replace) one array of an existing store, e.g. `text` after embedding;
+    `meta` sets top-level manifest sections (how the array was made) in the same write."""
     store = FeatureStore(path)
     array = np.asarray(array)
     check_space_name(key, "array key")
@@ -271,5 +272,6 @@ def add_array(path, key: str, array: np.ndarray, kind: str, **extra) -> FeatureS
     manifest = dict(store.manifest)
     manifest["arrays"] = dict(manifest["arrays"])
     manifest["arrays"][key] = _entry(file, array.shape, array.dtype, kind, **extra)
+    manifest.update(meta or {})
     save_json_atomic(store.path / MANIFEST, manifest)
     return FeatureStore(path)
