@@ -1,13 +1,9 @@
-"""Where images come from: a folder tree, an `.npz` file, or a built-in dataset.
-
-Every source yields RGB uint8 arrays (H, W, 3), one per index, and optional
-integer labels. Grey, palette and RGBA images are converted to RGB here so that
-no backbone ever sees a channel count it does not expect.
-"""
+"""Where images come from: a folder tree, an `.npz` file, or a built-in dataset
+(builtin.py). Every source yields RGB uint8 arrays (H, W, 3), one per index
+(decode.py), and optional integer labels."""
 from __future__ import annotations
 
 import abc
-import gzip
 import hashlib
 import os
 from pathlib import Path
@@ -18,30 +14,9 @@ import numpy as np
 from ..errors import SealFastError
 from ..readers import open_npz
 from ..validation import check_labels
+from .decode import UnreadableImage, decode, to_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-FASHION_MNIST_DIR = os.environ.get("SEAL_FAST_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
-FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-
-
-class UnreadableImage(Exception):
-    """One image could not be decoded; the source and the reason are in the message."""
-
-
-def to_rgb(img: np.ndarray) -> np.ndarray:
-    """(H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8 -> (H, W, 3) uint8."""
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.ndim != 3 or img.shape[2] not in (1, 3, 4):
-        raise UnreadableImage(f"unsupported image shape {img.shape}")
-    if img.shape[2] == 1:
-        return np.repeat(img, 3, axis=2)
-    if img.shape[2] == 4:  # composite on white: transparent pixels are background, not black
-        rgb = img[:, :, :3].astype(np.float32)
-        alpha = img[:, :, 3:].astype(np.float32) / 255.0
-        return np.clip(rgb * alpha + 255.0 * (1.0 - alpha) + 0.5, 0, 255).astype(np.uint8)
-    return img
 
 
 class ImageSource(abc.ABC):
@@ -178,53 +153,10 @@ class FolderSource(ImageSource):
         path = self.files[index]
         try:
             with Image.open(path) as im:
-                arr = _decode(im)
+                arr = decode(im)
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise UnreadableImage(f"{self.name_of(index)}: {exc}") from exc
         return to_rgb(arr)
-
-
-# No backbone looks at more than ~520 px; decoding is capped well above that so that
-# one huge photo cannot cost gigabytes (a 9000 x 9000 PNG is 240 MB as RGB bytes).
-MAX_SIDE = 2048
-
-
-def _decode(im) -> np.ndarray:
-    """A PIL image -> (H, W) or (H, W, 3|4) uint8, shrunk so its shorter side is at most MAX_SIDE."""
-    from PIL import Image
-
-    if im.format == "JPEG":  # JPEG can decode at 1/2, 1/4, 1/8 scale directly
-        im.draft(im.mode, (max(1, im.width * MAX_SIDE // min(im.size)), max(1, im.height * MAX_SIDE // min(im.size))))
-    im.load()  # decode now: truncated files fail here, not later
-    factor = -(-min(im.size) // MAX_SIDE)  # the smallest whole factor that brings the shorter side to MAX_SIDE
-    if factor >= 2:
-        im = im.reduce(factor)  # box filter: averages, so no aliasing
-    if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-        return np.asarray(im.convert("RGBA"))
-    if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return _to_uint8(np.asarray(im))
-    if im.mode in ("L", "1"):
-        return np.asarray(im.convert("L"))
-    return np.asarray(im.convert("RGB"))
-
-
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
-    """Grey images of more than 8 bits -> 8 bits. 16-bit (and 32-bit integer images
-    whose values fit in 16 bits) are scaled by 255/65535; float images in [0, 1] by
-    255; anything else by its own minimum and maximum."""
-    a = arr.astype(np.float64)
-    finite = np.isfinite(a)
-    if not finite.any():
-        raise UnreadableImage("no finite pixel values")
-    a = np.where(finite, a, 0.0)
-    lo, hi = float(a.min()), float(a.max())
-    if np.issubdtype(arr.dtype, np.integer) and lo >= 0 and hi <= 65535:
-        scaled = a * (255.0 / 65535.0)
-    elif np.issubdtype(arr.dtype, np.floating) and lo >= 0 and hi <= 1:
-        scaled = a * 255.0
-    else:
-        scaled = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-    return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -246,48 +178,12 @@ def load_npz(path) -> ArraySource:
     return ArraySource(images, labels, description={"kind": "npz", "path": str(path.resolve())})
 
 
-def load_digits_source() -> ArraySource:
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 grey levels
-    return ArraySource(images, d.target, [str(i) for i in range(10)],
-                       {"kind": "builtin", "name": "digits", "origin": "sklearn.datasets.load_digits"})
-
-
-def _read_idx(path: Path, offset: int) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset)
-
-
-def load_fashion_mnist(split: str) -> ArraySource:
-    folder = Path(FASHION_MNIST_DIR)
-    prefix = {"train": "train", "test": "t10k"}[split]
-    images_path = folder / f"{prefix}-images-idx3-ubyte.gz"
-    labels_path = folder / f"{prefix}-labels-idx1-ubyte.gz"
-    if not images_path.is_file() or not labels_path.is_file():
-        raise SealFastError(
-            f"Fashion-MNIST files not found in {folder}; install them with "
-            "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu) or point "
-            "SEAL_FAST_FASHION_MNIST_DIR at a folder holding the four *-ubyte.gz files")
-    images = _read_idx(images_path, 16).reshape(-1, 28, 28)
-    labels = _read_idx(labels_path, 8).astype(np.int64)
-    return ArraySource(images, labels, FASHION_MNIST_CLASSES,
-                       {"kind": "builtin", "name": f"fashion-mnist-{split}", "path": str(folder)})
-
-
-BUILTIN_SOURCES = {
-    "digits": load_digits_source,
-    "fashion-mnist": lambda: load_fashion_mnist("test"),
-    "fashion-mnist-test": lambda: load_fashion_mnist("test"),
-    "fashion-mnist-train": lambda: load_fashion_mnist("train"),
-}
-
-
 def open_source(spec) -> ImageSource:
     """An image folder, an `.npz` path, a built-in name, or an ImageSource."""
     if isinstance(spec, ImageSource):
         return spec
+    from .builtin import BUILTIN_SOURCES  # here: builtin.py makes its sources with ArraySource
+
     spec_str = str(spec)
     if spec_str in BUILTIN_SOURCES:
         return BUILTIN_SOURCES[spec_str]()
