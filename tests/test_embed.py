@@ -102,3 +102,39 @@ def test_compiled_backbones_give_the_same_store(tmp_path):
     np.testing.assert_allclose(compiled.patches().astype(np.float32), eager.patches().astype(np.float32),
                                rtol=1e-2, atol=1e-2)
     assert compiled.manifest["compiled"] is True and eager.manifest["compiled"] is False
+
+
+class _StopAt(ArraySource):
+    stop_at = None
+
+    def read(self, index):
+        if index == self.stop_at:
+            raise KeyboardInterrupt
+        return super().read(index)
+
+
+def test_resume_refuses_a_changed_source(tmp_path):
+    rng = np.random.default_rng(0)
+    first = rng.integers(0, 255, (12, 16, 16, 3), dtype=np.uint8)
+    src = _StopAt(first)
+    src.stop_at = 9
+    with pytest.raises(Interrupted, match="resume"):
+        embed(src, tmp_path / "f", batch_size=4, chunk_size=4, patch_backbone=None, progress=False)
+    changed = first.copy()
+    changed[:4] = 255 - changed[:4]  # same count, other images
+    resumed = embed(ArraySource(changed), tmp_path / "f", batch_size=4, chunk_size=4, patch_backbone=None,
+                    progress=False)
+    fresh = embed(ArraySource(changed), tmp_path / "g", batch_size=4, chunk_size=4, patch_backbone=None,
+                  progress=False)
+    np.testing.assert_allclose(resumed.space("efficientnet-lite0"), fresh.space("efficientnet-lite0"), atol=1e-5)
+
+
+def test_small_embeds_keep_their_progress(tmp_path):
+    """Chunks close on time as well as on count: an interrupted embed of a few hundred
+    images keeps what it finished."""
+    rng = np.random.default_rng(1)
+    src = _StopAt(rng.integers(0, 255, (40, 16, 16, 3), dtype=np.uint8))
+    src.stop_at = 30
+    with pytest.raises(Interrupted):
+        embed(src, tmp_path / "f", batch_size=8, chunk_seconds=1e-9, patch_backbone=None, progress=False)
+    assert len(list((tmp_path / "f" / PARTIAL).glob("chunk_*.npz"))) == 3  # 0-8, 8-16, 16-24

@@ -6,6 +6,8 @@ from seal_fast.errors import SealFastError
 from seal_fast.metrics import (adjusted_rand_index, cluster_accuracy, contingency, evaluate,
                                normalized_mutual_info, triplet_accuracy)
 
+from conftest import cli, one_line_error
+
 
 def test_accuracy_is_invariant_to_relabeling():
     y = np.array([0, 0, 1, 1, 2, 2])
@@ -95,3 +97,18 @@ def test_triplet_accuracy_is_seeded():
 def test_triplet_accuracy_needs_two_classes():
     with pytest.raises(SealFastError, match="two classes"):
         triplet_accuracy(np.ones((4, 2)), np.zeros(4, dtype=int))
+
+
+def test_evaluate_labels(tmp_path):
+    y = np.array([0, 0, 1, 1, 2, 2])
+    np.save(tmp_path / "huge.npy", np.array([0, 0, 2.0**63, 2.0**63, 2.0**64, 2.0**64]))
+    np.save(tmp_path / "y.npy", y)
+    rc, _, err = cli("evaluate", tmp_path / "huge.npy", "--truth", tmp_path / "y.npy")
+    one_line_error(rc, err, "whole numbers within the int64 range")
+    truth = np.array([0, 0, 1, 1, -1, -1])
+    scores = evaluate(truth, np.array([5, 5, 3, 3, 0, 3]))
+    assert scores["acc"] == 100.0 and scores["n"] == 4 and scores["n_unlabelled"] == 2
+    with pytest.raises(SealFastError, match="-1 \\(unlabelled\\) is the only negative value"):
+        evaluate(np.array([0, -2, 1]), np.array([0, 1, 1]))
+    with pytest.raises(SealFastError, match="must be >= 0"):
+        evaluate(y, np.array([0, 0, 1, 1, -1, 2]))

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import torch
 
+from seal_fast import ops
 from seal_fast.ops.cosine_topk import cosine_topk, cosine_topk_reference
 
-from conftest import devices, needs_ops, skip_without_kernels
+from conftest import devices, needs_cuda, needs_ops, skip_without_kernels
 
 
 def exact_scores(Q, R, idx):
@@ -155,3 +156,50 @@ def test_opcheck():
     X = torch.randn(50, 8)
     torch.library.opcheck(torch.ops.seal_fast.cosine_topk.default, (X, X, 5, True),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@needs_ops
+def test_cosine_topk_has_no_k_limit():
+    """The CUDA kernel once stopped at k = 1024 where the CPU had no limit; now neither has one."""
+    X = torch.randn(1500, 8, generator=torch.Generator().manual_seed(1))
+    v, i = ops.cosine_topk(X, X, 1400, exclude_self=True, backend="compiled")
+    rv, ri = ops.cosine_topk_reference(X, X, 1400, exclude_self=True)
+    torch.testing.assert_close(v, rv, rtol=1e-5, atol=1e-5)
+    assert (i == ri).float().mean() > 0.999
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_cosine_topk_refuses_non_finite_rows(backend):
+    X = torch.randn(20, 5)
+    X[13, 2] = float("nan")
+    with pytest.raises(ValueError, match="Q row 13 contains NaN or inf"):
+        ops.cosine_topk(X, X, 3, exclude_self=True, backend=backend)
+    R = torch.randn(30, 5)
+    R[29, 0] = float("inf")
+    with pytest.raises(ValueError, match="R row 29 contains NaN or inf"):
+        ops.cosine_topk(torch.randn(4, 5), R, 3, backend=backend)
+
+
+@needs_ops
+def test_cosine_topk_kernel_never_returns_a_placeholder():
+    """Called directly (no wrapper checks), a NaN row still gets valid indices."""
+    X = torch.randn(50, 6, generator=torch.Generator().manual_seed(2))
+    X[7] = float("nan")
+    _, i = torch.ops.seal_fast.cosine_topk(X, X, 5, True)
+    assert int(i.min()) >= 0 and int(i.max()) < 50
+
+
+@needs_ops
+@needs_cuda
+def test_cuda_cosine_topk_is_exact_fp32_even_with_tf32_allowed():
+    skip_without_kernels("cuda")
+    X = torch.randn(3000, 64, generator=torch.Generator().manual_seed(5))
+    rv, ri = ops.cosine_topk_reference(X, X, 20, exclude_self=True)  # CPU float32
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        v, i = ops.cosine_topk(X.cuda(), X.cuda(), 20, exclude_self=True, backend="compiled")
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    torch.testing.assert_close(v.cpu(), rv, rtol=0, atol=1e-5)
+    assert (i.cpu() == ri).float().mean() > 0.999

@@ -1,11 +1,13 @@
 import pytest
 import torch
 
+from seal_fast import ops
 from seal_fast._extension import compiled_available
 from seal_fast.ops import patch_gat, patch_gat_reference, patch_knn, patch_knn_reference
+from seal_fast.ops.patch_gat import fits_on_chip, shared_memory_bytes
 from seal_fast.spatial import SpatialEncoder
 
-from conftest import devices, needs_ops, skip_without_kernels
+from conftest import devices, needs_cuda, needs_ops, skip_without_kernels
 
 
 def sample(device, dtype, B=6, M=12, c=10, C=7, k=4, seed=0):
@@ -116,3 +118,40 @@ def test_an_image_without_patches_pools_to_zeros(device, backend):
     W, a = torch.randn(4, 5, device=device), torch.randn(5, device=device)
     out = patch_gat(X, W, a, a, nbr, pool=True, backend=backend)
     assert out.shape == (3, 5) and bool((out == 0).all())
+
+
+def test_patch_gat_large_graphs_do_not_fit_on_chip():
+    h100, sm86 = 232_448, 101_376  # bytes a block may opt in to
+    assert fits_on_chip(49, 9, torch.float32, sm86) and fits_on_chip(256, 9, torch.float32, h100)
+    assert fits_on_chip(1369, 9, torch.float32, h100)      # DINOv2 patch tokens at 518 px: just
+    assert not fits_on_chip(1600, 9, torch.float32, h100)  # at 560 px: no
+    assert not fits_on_chip(1024, 9, torch.float32, sm86)  # DINOv2 at 448 px on an RTX 30/40
+    assert not fits_on_chip(400, 9, torch.float64, sm86)
+
+
+@needs_ops
+def test_patch_gat_shared_memory_formula_is_the_kernels():
+    """The Python copy that routes large graphs to the reference must equal what the
+    CUDA kernel asks for (csrc/cuda/patch_gat_plan.h, the same function the kernel calls)."""
+    from seal_fast import _extension
+
+    for M, k in ((49, 9), (81, 9), (1369, 9), (0, 1), (7, 33)):
+        for dtype in (torch.float32, torch.float64):
+            element = torch.empty((), dtype=dtype).element_size()
+            assert shared_memory_bytes(M, k, dtype) == _extension._C.patch_gat_cuda_smem_bytes(M, k, element)
+
+
+@needs_ops
+@needs_cuda
+def test_cuda_patch_gat_large_graph_falls_back():
+    skip_without_kernels("cuda")
+    limit = torch.cuda.get_device_properties(0).shared_memory_per_block_optin
+    M = next(m for m in range(64, 8192, 64) if not fits_on_chip(m, 9, torch.float32, limit))
+    g = torch.Generator().manual_seed(7)
+    P = torch.randn(2, M, 8, generator=g)
+    edges = ops.patch_knn_reference(P, 8)
+    W, a, b = torch.randn(8, 4, generator=g), torch.randn(4, generator=g), torch.randn(4, generator=g)
+    out = ops.patch_gat(P.cuda(), W.cuda(), a.cuda(), b.cuda(), edges.cuda())  # auto: the reference path
+    torch.testing.assert_close(out.cpu(), ops.patch_gat_reference(P, W, a, b, edges), rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="shared memory"):
+        ops.patch_gat(P.cuda(), W.cuda(), a.cuda(), b.cuda(), edges.cuda(), backend="compiled")

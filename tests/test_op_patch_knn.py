@@ -1,9 +1,11 @@
 import pytest
 import torch
 
+from seal_fast import ops
 from seal_fast.ops import patch_knn, patch_knn_reference
+from seal_fast.ops.patch_knn import MAX_NEIGHBORS
 
-from conftest import devices, needs_ops, skip_without_kernels
+from conftest import devices, needs_cuda, needs_ops, skip_without_kernels
 
 
 @needs_ops
@@ -29,3 +31,47 @@ def test_bad_inputs():
     X = torch.randn(4, 12, 10)
     with pytest.raises(ValueError, match="k\\+1"):
         patch_knn(X, 12)
+
+
+@needs_ops
+@pytest.mark.parametrize("device", devices)
+@pytest.mark.parametrize("backend", ["compiled", "reference"])
+def test_patch_knn_k0_is_the_self_loop(device, backend):
+    skip_without_kernels(device)
+    P = torch.randn(3, 5, 4, generator=torch.Generator().manual_seed(0)).to(device)
+    edges = ops.patch_knn(P, 0, backend=backend)
+    assert edges.shape == (3, 5, 1)
+    assert (edges.cpu()[..., 0] == torch.arange(5)).all()
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+def test_patch_knn_limit_is_the_same_everywhere(backend):
+    P = torch.randn(2, 40, 4)
+    assert ops.patch_knn(P, MAX_NEIGHBORS, backend=backend).shape == (2, 40, MAX_NEIGHBORS + 1)
+    with pytest.raises(ValueError, match=f"expected an integer in \\[0, {MAX_NEIGHBORS}\\]"):
+        ops.patch_knn(P, MAX_NEIGHBORS + 1, backend=backend)
+    with pytest.raises(ValueError, match="integer"):
+        ops.patch_knn(P, -1, backend=backend)
+
+
+@needs_ops
+def test_patch_knn_exact_ties_by_scale():
+    P = torch.randn(4, 30, 16, generator=torch.Generator().manual_seed(4))
+    P[:, 10:20], P[:, 20:] = P[:, :10] * 2.0, P[:, :10] * 4.0  # powers of two scale exactly: three-way ties
+    assert torch.equal(ops.patch_knn(P, 12, backend="compiled"), ops.patch_knn_reference(P, 12))
+
+
+@needs_ops
+@needs_cuda
+def test_cuda_patch_knn_orders_near_ties_as_the_cpu_kernel():
+    skip_without_kernels("cuda")
+    P = _near_ties()
+    assert torch.equal(ops.patch_knn(P.cuda(), 12, backend="compiled").cpu(), ops.patch_knn(P, 12, backend="compiled"))
+
+
+def _near_ties():
+    g = torch.Generator().manual_seed(4)
+    base = torch.randn(4, 30, 16, generator=g)
+    P = base + 1e-6 * torch.randn(4, 30, 16, generator=g)  # many scores within rounding of each other
+    P[:, 10:20] = base[:, :10] * 2.0                      # exact ties (a power of two scales exactly)
+    return P

@@ -1,9 +1,10 @@
 import pytest
 import torch
 
+from seal_fast import ops
 from seal_fast.ops.unrolled_linear_fit import unrolled_linear_fit, unrolled_linear_fit_reference
 
-from conftest import devices, needs_ops, skip_without_kernels
+from conftest import devices, needs_cuda, needs_ops, skip_without_kernels
 
 
 def sample_inputs(device, dtype, B=130, dims=(37, 20), K=6, seed=0):
@@ -121,3 +122,52 @@ def test_device_generic_backward_matches_cpu_kernel():
     args = (gW, gb, gl, Zs, t, W0s, b0s, 5, 0.05, 0.9, 0.999, 1e-8)
     torch.testing.assert_close(_extension._C.unrolled_linear_fit_backward_aten(*args),
                                torch.ops.seal_fast.unrolled_linear_fit_backward(*args))
+
+
+@needs_ops
+def test_linear_fit_cuda_scratch_is_independent_of_the_batch():
+    from seal_fast import _extension
+
+    scratch = _extension._C.linear_fit_cuda_scratch_bytes
+    dims, K, sms = [768, 1536], 1000, 132  # ImageNet's 2-space setting on an H100
+    slot = (K * sum(dims) + 2 * K) * 4      # one partial gradient of every space, float32
+    full = scratch(1_281_167, K, dims, sms)
+    assert full == scratch(40_000, K, dims, sms) == sms * slot  # a fixed number of slots beyond 132 tiles
+    assert scratch(10_000, K, dims, sms) == 79 * slot           # fewer tiles than slots: one slot a tile
+    assert scratch(200, K, dims, sms) == 2 * slot
+    assert full < 1.3e9
+    per_tile = -(-1_281_167 // 128) * slot  # the old plan, one slot per 128-row tile: ~92 GB
+    assert per_tile > 70 * full
+
+
+def test_linear_fit_weights_must_have_the_targets_dtype():
+    t = torch.softmax(torch.randn(10, 3), 1)
+    with pytest.raises(ValueError, match="must have the targets' dtype"):
+        ops.unrolled_linear_fit([torch.randn(10, 4)], t, [torch.zeros(3, 4, dtype=torch.float64)], [torch.zeros(3)],
+                                2, 1e-3)
+
+
+@needs_ops
+@needs_cuda
+def test_cuda_linear_fit_many_spaces_and_large_batches():
+    """More spaces than one launch holds (SEAL labels on phi + 3 restarts per space),
+    and a batch of many tiles, against the CPU kernel."""
+    skip_without_kernels("cuda")
+    g = torch.Generator().manual_seed(6)
+    B, K, dims = 40_000, 12, [32, 16, 8, 24, 40, 12]
+    Zs = [torch.randn(B, d, generator=g) for d in dims]
+    t = torch.softmax(torch.randn(B, K, generator=g), 1)
+    W0s = [0.1 * torch.randn(K, d, generator=g) for d in dims]
+    b0s = [torch.zeros(K) for _ in dims]
+    cpu = ops.unrolled_linear_fit(Zs, t, W0s, b0s, 5, 1e-2, backend="compiled")
+    torch.cuda.reset_peak_memory_stats()
+    gpu = ops.unrolled_linear_fit([z.cuda() for z in Zs], t.cuda(), [w.cuda() for w in W0s],
+                                  [b.cuda() for b in b0s], 5, 1e-2, backend="compiled")
+    for a, b in zip(cpu[0] + cpu[1], gpu[0] + gpu[1]):
+        torch.testing.assert_close(b.cpu(), a, rtol=1e-4, atol=1e-5)
+    from seal_fast import _extension
+
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    plan = _extension._C.linear_fit_cuda_scratch_bytes(B, K, dims, sms)
+    inputs = sum(z.numel() for z in Zs) * 4 + 2 * B * K * 4 * len(dims)
+    assert torch.cuda.max_memory_allocated() < inputs * 2 + plan + (64 << 20)

@@ -3,8 +3,9 @@ import pytest
 from PIL import Image
 
 from seal_fast.data.preprocess import Preprocessing
-from seal_fast.data.sources import (FASHION_MNIST_DIR, ArraySource, FolderSource, UnreadableImage, open_source,
-                                    read_many, to_rgb)
+from seal_fast.data.builtin import FASHION_MNIST_DIR
+from seal_fast.data.decode import UnreadableImage, to_rgb
+from seal_fast.data.sources import ArraySource, FolderSource, open_source, read_many
 from seal_fast.errors import SealFastError
 
 
@@ -179,3 +180,88 @@ def test_npz_suffix_in_capitals(tmp_path):
     with open(tmp_path / "x.NPZ", "wb") as f:  # np.savez would append .npz to the name
         np.savez(f, images=np.zeros((2, 8, 8), np.uint8))
     assert len(open_source(tmp_path / "x.NPZ")) == 2
+
+
+def test_16_bit_png_is_scaled(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(root / "deep.png")
+    Image.fromarray((ramp // 257).astype(np.uint8), "L").save(root / "eight.png")
+    f = np.linspace(0, 1, 64 * 64).reshape(64, 64).astype(np.float32)
+    Image.fromarray(f, "F").save(root / "float.tif")
+    src = FolderSource(root)
+    deep, eight, flt = (src.read(src.files.index(root / name)) for name in ("deep.png", "eight.png", "float.tif"))
+    assert deep.dtype == np.uint8 and deep.min() == 0 and deep.max() == 255
+    assert np.abs(deep.astype(int) - eight.astype(int)).max() <= 1  # the same picture, not a white square
+    assert flt.min() == 0 and flt.max() == 255
+
+
+def _bomb_png(path, side=100_000):
+    """A PNG header claiming side x side pixels, with no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+
+
+def test_decompression_bomb_is_skipped_and_huge_images_shrink(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    _bomb_png(root / "bomb.png")
+    Image.fromarray(np.full((5000, 4200, 3), 90, np.uint8)).save(root / "big.png")
+    Image.fromarray(np.full((30, 30, 3), 10, np.uint8)).save(root / "small.png")
+    src = FolderSource(root)
+    from seal_fast.data.sources import read_many
+
+    ok, images, failures = read_many(src, range(len(src)))
+    assert [f[1] for f in failures] == ["bomb.png"]
+    big = images[[src.name_of(i) for i in ok].index("big.png")]
+    assert min(big.shape[:2]) <= 2048 and (big == 90).all()
+
+
+def test_npz_sources(tmp_path):
+    np.savez(tmp_path / "zero.npz", images=np.zeros((3, 0, 5), np.uint8))
+    with pytest.raises(SealFastError, match="zero-size axis"):
+        open_source(tmp_path / "zero.npz")
+    np.savez(tmp_path / "obj.npz", images=np.array([np.zeros((2, 2)), np.zeros((3, 3))], dtype=object))
+    with pytest.raises(SealFastError, match="Python objects"):
+        open_source(tmp_path / "obj.npz")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(SealFastError, match="empty file"):
+        open_source(tmp_path / "empty.npz")
+    (tmp_path / "text.npz").write_text("images,labels\n1,2\n")
+    with pytest.raises(SealFastError, match="not a readable .npz archive"):
+        open_source(tmp_path / "text.npz")
+    np.savez(tmp_path / "ok.npz", images=np.zeros((50, 20, 20), np.uint8))
+    data = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SealFastError, match="npz"):
+        open_source(tmp_path / "cut.npz").read(0)
+
+
+def test_mixed_size_folder_gives_no_warning(tmp_path):
+    import warnings
+
+    from seal_fast.data.preprocess import Preprocessing
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(root / "a.png")
+    Image.fromarray(np.zeros((14, 9, 3), np.uint8)).save(root / "b.png")
+    src = FolderSource(root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Preprocessing(32)([src.read(0), src.read(1)])
+
+
+def test_folder_fingerprint_sees_edits(tmp_path):
+    root = tmp_path / "imgs"
+    root.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "a.png")
+    before = FolderSource(root).fingerprint()
+    Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(root / "a.png")
+    assert FolderSource(root).fingerprint() != before

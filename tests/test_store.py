@@ -6,6 +6,8 @@ import pytest
 from seal_fast.errors import SealFastError
 from seal_fast.store import FeatureStore, add_array, save_npy_atomic, write_store
 
+from conftest import cli, one_line_error
+
 
 def _store(tmp_path, n=10):
     rng = np.random.default_rng(0)
@@ -194,3 +196,37 @@ def test_a_link_loop_in_a_store_is_refused(tmp_path):
     _edit_manifest(store, lambda m: m["arrays"]["space_a"].__setitem__("file", "loop.npy"))
     with pytest.raises(SealFastError, match="lies outside the store|symbolic link|cannot be read"):
         FeatureStore(store.path)
+
+
+def test_manifest_n_disagrees_with_the_arrays(tmp_path, patch_store):
+    m = json.loads((patch_store.path / "manifest.json").read_text())
+    del m["arrays"]["labels"]
+    m["n"] = 150
+    (patch_store.path / "manifest.json").write_text(json.dumps(m))
+    rc, _, err = cli("cluster", patch_store.path, "--method", "kmeans", "--n-clusters", 3, "--out", tmp_path / "r.npy")
+    one_line_error(rc, err, "120 rows where the manifest says n=150")
+    assert not (tmp_path / "r.npy").exists()
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: [], "not a seal_fast feature store manifest"),
+    (lambda m: {**m, "n": "sixty"}, "'n' must be a positive integer"),
+    (lambda m: {k: v for k, v in m.items() if k != "n"}, "'n' must be a positive integer"),
+    (lambda m: {**m, "arrays": ["space_a"]}, "'arrays' must be a mapping"),
+    (lambda m: {**m, "arrays": {"space_a": {"shape": [120, 16], "dtype": "float32"}}}, "needs 'file'"),
+    (lambda m: {**m, "arrays": {"space_a": {**m["arrays"]["space_a"], "file": "../../etc/passwd"}}},
+     "lies outside the store"),
+    (lambda m: {**m, "arrays": {"space_a": {**m["arrays"]["space_a"], "file": "/etc/passwd"}}},
+     "lies outside the store"),
+])
+def test_damaged_manifests(patch_store, edit, message):
+    m = json.loads((patch_store.path / "manifest.json").read_text())
+    (patch_store.path / "manifest.json").write_text(json.dumps(edit(m)))
+    with pytest.raises(SealFastError, match=message):
+        FeatureStore(patch_store.path)
+
+
+def test_zero_byte_array_file(patch_store):
+    (patch_store.path / "labels.npy").write_bytes(b"")
+    with pytest.raises(SealFastError, match="empty file"):
+        FeatureStore(patch_store.path)

@@ -71,3 +71,12 @@ def test_neighbors_checked():
 def test_bad_neighbors(bad):
     with pytest.raises(SealFastError, match="n_neighbors must be"):
         check_neighbors(bad, 100)
+
+
+def test_api_inputs(tmp_path):
+    with pytest.raises(SealFastError, match="got None"):
+        KMeans(2, device="cpu").fit(None)
+    model = KMeans(2, device="cpu").fit([[0.0, 1.0], [0.1, 1.0], [5.0, 0.0], [5.1, 0.2]])  # a list of rows
+    assert model.labels_.shape == (4,)
+    with pytest.raises(SealFastError, match="is a directory"):
+        model.save(tmp_path)
