@@ -46,6 +46,12 @@ CONFIGS = {
     "seal": ("seal", ["lite0"], "lite2", {}),
     "seal-lite1-patches": ("seal", ["lite0"], "lite1", {}),
     "seal-2space": ("seal", ["lite0", "lite2"], "lite1", {}),
+    # cost and stability candidates (docs/results.md, "SEAL's cost")
+    "seal-5-epochs": ("seal", ["lite0"], "lite2", {"epochs": 5}),
+    "seal-consensus-start": ("seal", ["lite0"], "lite2", {"labeling_init": "consensus"}),
+    "seal-5-epochs-consensus-start": ("seal", ["lite0"], "lite2", {"epochs": 5, "labeling_init": "consensus"}),
+    "seal-5-epochs-kept-consensus-start": ("seal", ["lite0"], "lite2", {"epochs": 5, "label_restarts": "kept",
+                                                                         "labeling_init": "consensus"}),
     "satc": ("satc", ["lite0"], "lite2", {}),
     "satc-same-network": ("satc", ["lite0"], "lite0", {}),
 }
@@ -121,6 +127,16 @@ def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) 
         row["kmeans_phi_acc"] = evaluate(y, KMeans(n_clusters, seed=seed).fit([phi]).labels_)["acc"]
         row["kmeans_phi_hat_acc"] = evaluate(y, KMeans(n_clusters, seed=seed).fit([phi_hat]).labels_)["acc"]
         row["labeling_iterations"] = model.n_iter_
+    if method == "seal":  # where the fit's time went
+        distill = details["distill"]
+        row["stage_s"] = {"spatial": round(sum(d["spatial_s"] for d in distill), 1),
+                          "neighbors": round(sum(d["neighbor_s"] for d in distill), 1),
+                          "distill": round(sum(sum(d["restart_distill_s"]) for d in distill), 1),
+                          "labeling": round(details["labeling_s"], 1)}
+        row["labeling_spaces"] = details["labeling_spaces"]
+    if method == "satc":
+        row["stage_s"] = {"prepare": round(details["prepare_s"], 1), "neighbors": round(details["neighbor_s"], 1),
+                          "distill": round(sum(details["restart_distill_s"]), 1)}
     if method in ("seal", "satc"):
         restarts = model.restart_labels_[0] if method == "seal" else model.restart_labels_
         if fit_source == eval_source:
@@ -146,8 +162,8 @@ def table(rows: list[dict]) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault((r["dataset"], r["config"], settings_changed(r)), []).append(r)
-    lines = ["| dataset | config | visual spaces | patches | settings changed | seeds | ACC | NMI | ARI | fit (s) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | config | visual spaces | patches | settings changed | seeds | ACC | ACC spread | NMI | ARI | "
+             "fit (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (dataset, config, changed), rs in groups.items():
         def stat(key):
             v = np.array([r[key] for r in rs], dtype=float)
@@ -155,9 +171,10 @@ def table(rows: list[dict]) -> str:
         spaces = " + ".join(s.replace("efficientnet-", "") for s in rs[0]["spaces"])
         patches = (rs[0]["patches"] or "-").replace("efficientnet-", "")
         dataset = Path(dataset).name
+        accs = [r["acc"] for r in rs]  # spread: max - min over seeds
         lines.append(f"| {dataset} | {config} | {spaces} | {patches} | {changed} | {len(rs)} | {stat('acc')} | "
-                     f"{stat('nmi')} | "
-                     f"{stat('ari')} | {np.mean([r['fit_s'] for r in rs]):.0f} |")
+                     f"{max(accs) - min(accs):.1f} | {stat('nmi')} | {stat('ari')} | "
+                     f"{np.mean([r['fit_s'] for r in rs]):.0f} |")
     analysis = [(key, rs) for key, rs in groups.items() if "triplet_phi" in rs[0]]
     if analysis:  # the paper's analysis of phi against phi_hat, and when the labeling stopped
         lines += ["", "| dataset | config | settings changed | triplet acc. phi | triplet acc. phi_hat | "
@@ -169,6 +186,16 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {Path(dataset).name} | {config} | {changed} | {mean('triplet_phi', 100)} | "
                          f"{mean('triplet_phi_hat', 100)} | {mean('kmeans_phi_acc')} | {mean('kmeans_phi_hat_acc')} | "
                          f"{mean('labeling_iterations')} |")
+    staged = [(key, rs) for key, rs in groups.items() if all("stage_s" in r for r in rs)]
+    if staged:  # where the fit's time went, mean seconds per stage
+        stages = list(dict.fromkeys(k for _, rs in staged for k in rs[0]["stage_s"]))
+        lines += ["", f"| dataset | config | settings changed | {' | '.join(f'{k} (s)' for k in stages)} | "
+                      "labeling spaces |", "|---|---|---|" + "---|" * (len(stages) + 1)]
+        for (dataset, config, changed), rs in staged:
+            cells = [f"{np.mean([r['stage_s'][k] for r in rs]):.0f}" if k in rs[0]["stage_s"] else "-"
+                     for k in stages]
+            lines.append(f"| {Path(dataset).name} | {config} | {changed} | {' | '.join(cells)} | "
+                         f"{rs[0].get('labeling_spaces', '-')} |")
     return "\n".join(lines)
 
 

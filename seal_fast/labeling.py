@@ -49,6 +49,10 @@ class LabelingConfig:
     stop_window: int = 100
     stop_patience: int = 3
     probe_size: int = 5000
+    # a warm start (human_labeling's init_labels): Adam steps of cross-entropy that fit
+    # the task encoder to a given partition before the search
+    init_steps: int = 200
+    init_lr: float = 1e-2
 
 
 class TaskEncoder(nn.Module):
@@ -127,6 +131,8 @@ class LabelingResult:
     stopped_early: bool
     # per window: (iterations done, share of probe labels changed since the last window, mean objective)
     trace: list = field(default_factory=list)
+    init_seconds: float = 0.0              # the warm start's fit to init_labels (in `seconds` too)
+    init_agreement: float | None = None    # share of rows labeled as init_labels after it
 
 
 class _ProbeLabels:
@@ -159,17 +165,43 @@ class StopRule:
         return self.tol > 0 and self.settled >= self.patience
 
 
+def fit_to_partition(encoder: TaskEncoder, Zs: Sequence[torch.Tensor], labels: torch.Tensor, config: LabelingConfig,
+                     generator: torch.Generator) -> float:
+    """Fit the task encoder's labeling to the partition `labels` (N,): `init_steps` Adam
+    steps of cross-entropy on batches, so that the search starts from that partition
+    instead of a random one. Returns the share of rows the encoder then labels as given."""
+    n = Zs[0].shape[0]
+    batch = min(config.batch_size, n)
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=config.init_lr)
+    for _ in range(config.init_steps):
+        idx = torch.randperm(n, generator=generator, device=Zs[0].device)[:batch]
+        probs, _ = encoder([Z.index_select(0, idx) for Z in Zs])
+        loss = torch.nn.functional.nll_loss(torch.log(probs.clamp_min(1e-12)), labels.index_select(0, idx))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float((encoder.predict(list(Zs)) == labels).float().mean())
+
+
 def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: LabelingConfig = LabelingConfig(),
                    *, seed: int = 0, backend: str = "auto", progress: bool = False, desc: str = "labeling",
-                   on_window: Callable[[int, TaskEncoder], None] | None = None) -> LabelingResult:
-    """Run the bi-level search on device-resident features `Zs` (list of (N, d_k)).
-    `on_window(iterations_done, encoder)` is called after every `stop_window` iterations."""
+                   on_window: Callable[[int, TaskEncoder], None] | None = None,
+                   init_labels: torch.Tensor | None = None) -> LabelingResult:
+    """Run the bi-level search on device-resident features `Zs` (list of (N, d_k)),
+    from a random task encoder or, given `init_labels` (N,), from one fitted to that
+    partition (`fit_to_partition`). `on_window(iterations_done, encoder)` is called
+    after every `stop_window` iterations."""
     device = Zs[0].device
     n = Zs[0].shape[0]
     batch = min(config.batch_size, n)
     generator = torch.Generator(device=device)
     generator.manual_seed(seed)
     encoder = TaskEncoder([Z.shape[1] for Z in Zs], n_clusters, generator, device)
+    t_init = time.perf_counter()
+    init_agreement = None
+    if init_labels is not None:
+        init_agreement = fit_to_partition(encoder, Zs, init_labels.to(device), config, generator)
+    t_init = time.perf_counter() - t_init
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.outer_lr, betas=tuple(config.betas))
     pred_error = entropy = torch.zeros((), device=device)
     probe = _ProbeLabels(Zs, config.probe_size, seed)
@@ -204,5 +236,6 @@ def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: Labeling
                 break
     bar.close()
     seconds = time.perf_counter() - t0
-    return LabelingResult(encoder, float(pred_error.detach()), float(entropy.detach()), seconds,
-                          seconds / max(1, done), done, done < config.iterations, trace)
+    return LabelingResult(encoder, float(pred_error.detach()), float(entropy.detach()), seconds + t_init,
+                          seconds / max(1, done), done, done < config.iterations, trace,
+                          init_seconds=t_init, init_agreement=init_agreement)

@@ -17,6 +17,7 @@ from .tensors import cpu_state, to_tensors
 
 LABEL_ON = ("phi_hat", "phi+phi_hat")
 LABEL_RESTARTS = ("kept", "all")
+LABELING_INITS = ("random", "consensus")
 
 
 @register
@@ -90,6 +91,9 @@ class SEAL(SpatialDistillation, LabelingSettings):
     label_restarts: str = param("all", check=OneOf(LABEL_RESTARTS),
                                 help="phi_hat of every restart, or of the kept restart only")
     epochs: int = param(20, check=Whole(), help="mutual-distillation epochs per restart (all are run)")
+    labeling_init: str = param("random", check=OneOf(LABELING_INITS),
+                               help="the labeling starts from a random task encoder (TURTLE) or from one fitted to "
+                                    "the kept restart's partition")
 
     def _schedule(self) -> dict:
         return {"epochs": self.epochs}
@@ -122,13 +126,19 @@ class SEAL(SpatialDistillation, LabelingSettings):
                                        "restart_agreement_nmi": runs.agreement,
                                        "restart_distill_s": runs.seconds})
         spaces = self._labeling_spaces(X)
+        # the consensus start: the kept restart's partition of the first space
+        init = torch.from_numpy(self.restart_labels_[0][details["distill"][0]["restart_kept"]]) \
+            if self.labeling_init == "consensus" else None
         labeling = human_labeling(spaces, n_clusters, self._labeling_config(), seed=self.seed,
-                                  backend=self.backend, progress=self.verbose, desc="SEAL labeling")
+                                  backend=self.backend, progress=self.verbose, desc="SEAL labeling",
+                                  init_labels=init)
         self.labeler_ = labeling.encoder
         self.feature_dims_ = [Z.shape[1] for Z in Zs]
         self.labels_ = self.labeler_.predict(spaces).cpu().numpy().astype(np.int64)
         details["labeling_spaces"] = len(spaces)
         details["labeling_s"] = round(labeling.seconds, 3)
+        details["labeling_init_s"] = round(labeling.init_seconds, 3)
+        details["labeling_init_agreement"] = labeling.init_agreement
         details["labeling_s_per_iteration"] = labeling.seconds_per_iteration
         details["labeling_iterations"] = labeling.iterations
         details["labeling_stopped_early"] = labeling.stopped_early
