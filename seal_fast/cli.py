@@ -11,7 +11,7 @@ from pathlib import Path
 # `cluster` options that set the estimator parameter of the same name; their type,
 # choices and help come from the estimators' declarations (models/base.py: param)
 TUNABLE = ("iterations", "stop_tol", "epochs", "max_epochs", "restarts", "restart_choice", "n_neighbors",
-           "patch_neighbors", "label_on", "label_restarts", "backend")
+           "patch_neighbors", "label_on", "label_restarts", "labeling_init", "backend")
 ALIASES = {"n_neighbors": ("--neighbors",)}
 ARRAY_OPTIONS = ("patches", "text", "labels", "names")
 

@@ -64,6 +64,10 @@ class SEAL(SpatialDistillation, LabelingSettings):
         the partition that phi and all restarts' embeddings support) or of the
         kept restart only. Labeling cost grows with the number of spaces
         (restarts + 1 per input space by default).
+    labeling_init : "random" or "consensus", default "random"
+        The labeling starts from a random task encoder (TURTLE's start), or from
+        one fitted to the kept restart's visual-head partition (a few hundred
+        cross-entropy steps), so that it searches near the distillation's answer.
     spatial_dim : int, default 0 (= patch channels)
     patch_neighbors : int, default 8
         k of the per-image patch graph (plus the self loop).
