@@ -52,6 +52,9 @@ CONFIGS = {
     "seal-5-epochs-consensus-start": ("seal", ["lite0"], "lite2", {"epochs": 5, "labeling_init": "consensus"}),
     "seal-5-epochs-kept-consensus-start": ("seal", ["lite0"], "lite2", {"epochs": 5, "label_restarts": "kept",
                                                                          "labeling_init": "consensus"}),
+    "seal-5-epochs-kept-consensus-start-self-labeling": (
+        "seal", ["lite0"], "lite2", {"epochs": 5, "label_restarts": "kept", "labeling_init": "consensus",
+                                     "self_labeling": True}),
     "satc": ("satc", ["lite0"], "lite2", {}),
     "satc-same-network": ("satc", ["lite0"], "lite0", {}),
 }
@@ -133,6 +136,8 @@ def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) 
                           "neighbors": round(sum(d["neighbor_s"] for d in distill), 1),
                           "distill": round(sum(sum(d["restart_distill_s"]) for d in distill), 1),
                           "labeling": round(details["labeling_s"], 1)}
+        if "self_labeling" in details:
+            row["stage_s"]["self-labeling"] = round(details["self_labeling"]["seconds"], 1)
         row["labeling_spaces"] = details["labeling_spaces"]
     if method == "satc":
         row["stage_s"] = {"prepare": round(details["prepare_s"], 1), "neighbors": round(details["neighbor_s"], 1),

@@ -9,7 +9,8 @@ import torch
 
 from ..distillation import distill_with_restarts, head_from_state, spatially_aware_embedding, visual_and_spatial
 from ..labeling import TaskEncoder, human_labeling
-from ..validation import Clusters, OneOf, Whole
+from ..self_labeling import self_label
+from ..validation import Clusters, Flag, OneOf, Whole
 from .base import param
 from .registry import register
 from .stages import LabelingSettings, SpatialDistillation
@@ -68,6 +69,11 @@ class SEAL(SpatialDistillation, LabelingSettings):
         The labeling starts from a random task encoder (TURTLE's start), or from
         one fitted to the kept restart's visual-head partition (a few hundred
         cross-entropy steps), so that it searches near the distillation's answer.
+    self_labeling : bool, default False
+        After the labeling, a fresh labeler is trained on the rows the labeling is
+        most sure of (the surer half of each cluster) whose visual neighbours mostly
+        share their label, and labels every row (SCAN's last step, without
+        augmentations: the embeddings are frozen).
     spatial_dim : int, default 0 (= patch channels)
     patch_neighbors : int, default 8
         k of the per-image patch graph (plus the self loop).
@@ -98,6 +104,9 @@ class SEAL(SpatialDistillation, LabelingSettings):
     labeling_init: str = param("random", check=OneOf(LABELING_INITS),
                                help="the labeling starts from a random task encoder (TURTLE) or from one fitted to "
                                     "the kept restart's partition")
+    self_labeling: bool = param(False, check=Flag(),
+                                help="after the labeling, retrain the labeler on its confident rows whose neighbours "
+                                     "agree (SCAN's self-labeling)")
 
     def _schedule(self) -> dict:
         return {"epochs": self.epochs}
@@ -120,6 +129,8 @@ class SEAL(SpatialDistillation, LabelingSettings):
                                          restarts=self.restarts, seed=self.seed, device=device, backend=self.backend,
                                          progress=self.verbose, desc=f"SEAL distill [{i}]")
             self.heads_.append(runs.modalities[0].head)
+            if i == 0:
+                visual_neighbors = runs.modalities[0].neighbor_index
             self.label_heads_.append([runs.modalities[0].head] if self.label_restarts == "kept"
                                      else [run[0].head for run in runs.runs])
             self.restart_labels_.append(torch.stack(runs.partitions).cpu().numpy().astype(np.int64))
@@ -137,6 +148,12 @@ class SEAL(SpatialDistillation, LabelingSettings):
                                   backend=self.backend, progress=self.verbose, desc="SEAL labeling",
                                   init_labels=init)
         self.labeler_ = labeling.encoder
+        if self.self_labeling:  # on the first space's visual neighbour lists
+            t0 = time.perf_counter()
+            refined = self_label(self.labeler_, spaces, visual_neighbors, self._labeling_config(), seed=self.seed)
+            self.labeler_ = refined.encoder
+            details["self_labeling"] = {"rows": refined.kept, "changed": round(refined.changed, 4),
+                                        "seconds": round(time.perf_counter() - t0, 3)}
         self.feature_dims_ = [Z.shape[1] for Z in Zs]
         self.labels_ = self.labeler_.predict(spaces).cpu().numpy().astype(np.int64)
         details["labeling_spaces"] = len(spaces)
