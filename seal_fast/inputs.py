@@ -132,12 +132,13 @@ class ArrayInputs:
             raise SealFastError(f"{what}: {arr.shape[0]} rows for {self.n} samples")
         return arr
 
-    def check_values(self) -> None:
-        """Every array finite (and within float32), or an error naming its file and the first bad row."""
-        for name, Z in self._spaces.items():
-            check_finite(Z, self._what.get(f"space {name}", name))
+    def check_values(self, spaces=None, kinds=("patches", "text")) -> None:
+        """The arrays named (default: all) finite and within float32, or an error naming
+        the file and the first bad row."""
+        for name in self.spaces if spaces is None else spaces:
+            check_finite(self._spaces[name], self._what.get(f"space {name}", name))
         for key, arr in (("patches", self._patches), ("text", self._text)):
-            if arr is not None:
+            if arr is not None and key in kinds:
                 check_finite(arr, self._what[key])
 
     @property

@@ -126,15 +126,15 @@ def fit_inputs(model: ClusterEstimator, store, spaces: list[str]) -> tuple[list,
     return [store.space(name) for name in spaces], extra
 
 
-def _name_the_bad_input(store, spaces: list[str]) -> None:
-    """After `fit` refused its input: raise the same complaint naming the store and the
-    space, or the array file, when one is at fault (scanned only then: the fit's own
-    scan is the one every run pays)."""
+def _name_the_bad_input(store, spaces: list[str], kinds=()) -> None:
+    """After `fit` or `predict` refused its input: raise the same complaint naming the
+    store and the space, or the array file, when one the call used is at fault
+    (scanned only then: the fit's own scan is the one every run pays)."""
     if isinstance(store, FeatureStore):
         for name in spaces:
             as_feature_matrix(store.space(name), f"feature store {store.path}: space {name!r}")
     else:
-        store.check_values()
+        store.check_values(spaces, kinds)
 
 
 def evaluation_labels(store) -> tuple[np.ndarray | None, str | None]:
@@ -178,7 +178,7 @@ def cluster(inputs, method: str, n_clusters, *, spaces=None, seed: int = 0, devi
     try:
         model.fit(Zs, **extra)
     except SealFastError:
-        _name_the_bad_input(store, names)
+        _name_the_bad_input(store, names, tuple(extra))
         raise
     t_fit = time.perf_counter() - t0 - t_load
     model.meta_ = {"spaces": names, "inputs": describe(store)}
@@ -321,10 +321,15 @@ def parse_weights(items, backbones, patch_backbone, explicit) -> dict:
 
 
 def embed_images(source, out, *, backbones=None, patch_backbone=None, weights=(), device="auto", batch_size=64,
-                 chunk_size=1024, compile=False, with_text=False, nouns=None, progress=True) -> FeatureStore | None:
+                 chunk_size=1024, compile=False, with_text=False, nouns=None, progress=True,
+                 **renamed) -> FeatureStore | None:
     """`seal-fast embed`: the feature store of an image source (resumable; sharded under
     torchrun, where every rank but 0 returns None), with TAC-style text features when
     `with_text` (which needs a CLIP backbone, checked before the long part)."""
+    if renamed:  # text= became with_text= (text= names a text-feature array everywhere else)
+        old = next(iter(renamed))
+        raise SealFastError("embed_images: text= is now with_text=" if old == "text" else
+                            f"embed_images() got an unexpected keyword argument {old!r}")
     import torch
 
     from . import distributed

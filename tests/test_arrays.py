@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from seal_fast import TURTLE, KMeans
+from seal_fast import TURTLE, KMeans, pipeline
 from seal_fast.cli import main
 from seal_fast.errors import SealFastError
 from seal_fast.inputs import open_inputs
@@ -152,3 +152,16 @@ def test_big_endian_arrays_through_the_api_and_the_cli(tmp_path):
     assert main(["cluster", str(tmp_path / "be.npy"), "--method", "kmeans", "--n-clusters", "3", "--seed", "0",
                  "--out", str(tmp_path / "r.npy"), "--quiet"]) == 0
     np.testing.assert_array_equal(np.load(tmp_path / "r.npy"), native)
+
+
+def test_a_refused_fit_is_blamed_on_the_arrays_it_used_only(tmp_path):
+    """NaN in patches K-Means never reads: the fit's own error (K > N) is the one reported."""
+    Z, _ = blobs(n=40, k=3)
+    P = np.ones((40, 9, 4), np.float32)
+    P[5, 0, 0] = np.nan
+    np.save(tmp_path / "z.npy", Z)
+    np.save(tmp_path / "p.npy", P)
+    with pytest.raises(SealFastError, match="exceeds"):
+        pipeline.cluster([tmp_path / "z.npy"], "kmeans", 300, array_options={"patches": tmp_path / "p.npy"})
+    with pytest.raises(SealFastError, match=r"p.npy: row 5 contains NaN"):
+        pipeline.cluster([tmp_path / "z.npy"], "seal", 3, array_options={"patches": tmp_path / "p.npy"})

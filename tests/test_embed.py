@@ -138,3 +138,11 @@ def test_small_embeds_keep_their_progress(tmp_path):
     with pytest.raises(Interrupted):
         embed(src, tmp_path / "f", batch_size=8, chunk_seconds=1e-9, patch_backbone=None, progress=False)
     assert len(list((tmp_path / "f" / PARTIAL).glob("chunk_*.npz"))) == 3  # 0-8, 8-16, 16-24
+
+
+def test_embed_images_text_keyword_is_now_with_text(tmp_path):
+    from seal_fast import pipeline
+
+    with pytest.raises(SealFastError, match="text= is now with_text="):
+        pipeline.embed_images("digits", tmp_path / "f", text=True)
+    assert not (tmp_path / "f").exists()

@@ -3,7 +3,7 @@ import torch
 
 from seal_fast import ops
 from seal_fast._extension import compiled_available
-from seal_fast.ops import patch_gat, patch_gat_reference, patch_knn, patch_knn_reference
+from seal_fast.ops import patch_gat, patch_gat_reference, patch_knn_reference
 from seal_fast.ops.patch_gat import fits_on_chip, shared_memory_bytes
 from seal_fast.spatial import SpatialEncoder
 

@@ -129,8 +129,9 @@ class SEAL(SpatialDistillation, LabelingSettings):
                                          restarts=self.restarts, seed=self.seed, device=device, backend=self.backend,
                                          progress=self.verbose, desc=f"SEAL distill [{i}]")
             self.heads_.append(runs.modalities[0].head)
-            if i == 0:
+            if i == 0:  # set by distill_with_restarts, which searches every modality's neighbours
                 visual_neighbors = runs.modalities[0].neighbor_index
+                assert visual_neighbors is not None
             self.label_heads_.append([runs.modalities[0].head] if self.label_restarts == "kept"
                                      else [run[0].head for run in runs.runs])
             self.restart_labels_.append(torch.stack(runs.partitions).cpu().numpy().astype(np.int64))
