@@ -52,6 +52,22 @@ CONFIGS = {
     "seal-5-epochs-consensus-start": ("seal", ["lite0"], "lite2", {"epochs": 5, "labeling_init": "consensus"}),
     "seal-5-epochs-kept-consensus-start": ("seal", ["lite0"], "lite2", {"epochs": 5, "label_restarts": "kept",
                                                                          "labeling_init": "consensus"}),
+    "seal-5-epochs-phi-hat-consensus-start": ("seal", ["lite0"], "lite2", {"epochs": 5, "label_on": "phi_hat",
+                                                                            "label_restarts": "kept",
+                                                                            "labeling_init": "consensus"}),
+    # a restart's basin is set in its first epochs (SATC's measurement): more, shorter restarts
+    # give the consensus choice more partitions to agree on for the same distillation cost
+    "seal-2-epochs-6-restarts-kept-consensus-start": ("seal", ["lite0"], "lite2",
+                                                      {"epochs": 2, "restarts": 6, "label_restarts": "kept",
+                                                       "labeling_init": "consensus"}),
+    "seal-2-epochs-6-restarts-phi-hat-consensus-start": ("seal", ["lite0"], "lite2",
+                                                         {"epochs": 2, "restarts": 6, "label_on": "phi_hat",
+                                                          "label_restarts": "kept", "labeling_init": "consensus"}),
+    # the SEAL paper's eq. 12 weighs one symmetric InfoNCE per pair where TAC's recipe (here) sums two:
+    # doubling the entropy weight restores the paper's balance of distillation against entropy
+    "seal-5-epochs-kept-consensus-start-entropy-10": ("seal", ["lite0"], "lite2",
+                                                      {"epochs": 5, "label_restarts": "kept",
+                                                       "labeling_init": "consensus", "entropy_weight": 10.0}),
     "seal-5-epochs-kept-consensus-start-self-labeling": (
         "seal", ["lite0"], "lite2", {"epochs": 5, "label_restarts": "kept", "labeling_init": "consensus",
                                      "self_labeling": True}),
