@@ -55,7 +55,9 @@ def test_stages_stop_at_the_budget_and_the_report_keeps_what_finished(tmp_path):
         assert f"## {stage}" in report
     assert "of a 12 s budget" in report
     log = (out / "gpu-ops.log").read_text()
-    assert "===== op self-check" in log
+    # a stage that started logs its output; on a loaded machine the versions alone can spend the budget
+    started = "## op self-check: skipped" not in report
+    assert ("===== op self-check" in log) == started
     assert len([p for p in out.rglob("*") if p.is_file()]) <= MAX_FILES_BACK
 
 
