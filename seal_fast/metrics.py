@@ -23,6 +23,18 @@ def contingency(y_true, y_pred) -> np.ndarray:
     return np.bincount(t * K + p, minlength=C * K).reshape(C, K)
 
 
+def matched_order(truth: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(contingency table (clusters x classes), its clusters reordered so that the
+    cluster the Hungarian matching gives class c comes c-th (unmatched ones last),
+    and the cluster ids in that order)."""
+    table = contingency(truth, labels).T
+    clusters = np.unique(labels)
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    order = [r for _, r in sorted(zip(cols, rows))]
+    order += [r for r in range(table.shape[0]) if r not in order]
+    return table[order], np.asarray(order), clusters[order]
+
+
 def _pair(y_true, y_pred):
     y_true = check_labels(y_true, name="true labels")
     y_pred = check_labels(y_pred, name="predicted labels")

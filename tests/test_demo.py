@@ -3,7 +3,8 @@ import numpy as np
 from PIL import Image
 
 from seal_fast.data.sources import ArraySource
-from seal_fast.demo import matched_order, write_figure
+from seal_fast.demo import write_figure
+from seal_fast.metrics import matched_order
 
 
 def test_matched_order_puts_the_matching_on_the_diagonal():

@@ -72,6 +72,11 @@ class EfficientNetLite(Backbone):
             raise SealFastError(f"could not load {name} weights from {weights}: {reason}") from None
         self.net.eval().requires_grad_(False)
 
+    def imagenet_head(self):
+        """The ImageNet classifier over the pooled embedding (1280 -> 1000 logits): the
+        network's own `_fc`, which reads exactly what the store keeps (dropout is off)."""
+        return self.net._fc
+
     def forward(self, x, pooled=True, patches=False):
         net = self.net
         h = net._swish(net._bn0(net._conv_stem(x)))

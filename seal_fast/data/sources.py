@@ -120,6 +120,17 @@ class FolderSource(ImageSource):
         self.description = {"kind": "folder", "path": str(root.resolve()), "n_files": len(files),
                             "classes": self.class_names}
 
+    @classmethod
+    def listed(cls, root, names) -> "FolderSource":
+        """The files `names` (paths relative to `root`) in that order, as an embed listed
+        them, without scanning the folder: a file gone since is unreadable, not skipped."""
+        self = cls.__new__(cls)
+        self.root = Path(root)
+        self.files = [self.root / name for name in names]
+        self.labels, self.class_names, self.ignored_top_level = None, None, 0
+        self.description = {"kind": "folder", "path": str(self.root), "n_files": len(self.files)}
+        return self
+
     def __len__(self):
         return len(self.files)
 

@@ -8,9 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SealFastError
-from ..files import npy_writer, save_npy_atomic
+from ..data.sources import FolderSource
+from ..files import atomic_path, npy_writer, save_npy_atomic
 from ..store import FeatureStore, space_file, write_store
 from .journal import finished_chunks
+
+SOURCE_FILES = "source_files.txt"
 
 
 def assemble(out: Path, partial: Path, n: int, src, models, wanted, job, seconds, compiled: bool,
@@ -56,6 +59,7 @@ def assemble(out: Path, partial: Path, n: int, src, models, wanted, job, seconds
     labels = src.labels[index] if src.labels is not None else None
     meta = {
         "source": src.description,
+        "source_fingerprint": job["fingerprint"],  # the report's thumbnails are read back only if it still matches
         "class_names": src.class_names,
         "preprocessing": {name: m.preprocessing.to_dict() for name, m in models.items()},
         "backbones": job["models"],
@@ -69,6 +73,11 @@ def assemble(out: Path, partial: Path, n: int, src, models, wanted, job, seconds
     if failed:  # rows of the store -> indices in the source
         meta["source_index_file"] = "source_index.npy"
         save_npy_atomic(out / "source_index.npy", index)
+    if isinstance(src, FolderSource):  # each row's file, one JSON string a line: the report reads the images back
+        meta["source_files_file"] = SOURCE_FILES
+        with atomic_path(out / SOURCE_FILES, ".txt") as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(src.name_of(int(i))) + "\n" for i in index)
     return write_store(out, labels=labels, meta=meta, entries=entries)
 
 

@@ -1,0 +1,176 @@
+"""`seal-fast report`: one offline HTML page of a clustering, to judge it by looking.
+
+    from seal_fast.report import write_report
+    write_report("labels.npy", "feats/", "report.html", model="seal.pt")
+
+Per cluster: a name with its confidence (or "no confident name"), its size, its most
+typical members and its least typical ones; with truth, ACC / NMI / ARI, the confusion
+matrix ordered by the Hungarian matching, each cluster's majority class and per-class
+recall. content.py decides what the page says, naming.py the names, thumbnails.py the
+images, html.py the markup.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import SealFastError
+from ..store import FeatureStore
+from .content import build_content
+from .html import render
+from .naming import MAX_LEAVES, NAME_THRESHOLD, imagenet_head, name_with_imagenet, name_with_text
+from .thumbnails import open_thumbnails
+
+__all__ = ["write_report", "make_report"]
+METHOD_NAMES = {"kmeans": "K-Means", "turtle": "TURTLE", "seal": "SEAL", "satc": "SATC"}
+
+
+def _run_report(result) -> dict:
+    """RESULT.json beside RESULT.npy, when there is one (settings, timings)."""
+    path = Path(result).with_suffix(".json")
+    if not path.is_file():
+        return {}
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return run if isinstance(run, dict) else {}
+
+
+def _spaces(store, run: dict, model) -> list[str]:
+    """The spaces the clustering was fitted on (the run report's or the model's), else all."""
+    from ..pipeline import select_spaces
+
+    fitted = (getattr(model, "meta_", None) or {}).get("spaces") or run.get("spaces")
+    if isinstance(store, FeatureStore) and fitted and all(isinstance(s, str) and s in store.spaces for s in fitted):
+        return list(fitted)
+    return select_spaces(store)
+
+
+def _names(store, Zs, spaces, labels, k, weights=None, progress=True) -> tuple[dict, str]:
+    """({cluster: ClusterName}, how they were made or why there are none)."""
+    if not isinstance(store, FeatureStore):
+        return {}, "none: array features carry no classifier to name them with"
+    for name, Z in zip(spaces, Zs):
+        backbone = store.entry(f"space_{name}").get("backbone", name)
+        head = imagenet_head(backbone, weights)
+        if head is not None:
+            return (name_with_imagenet(Z, labels, k, head),
+                    f"{backbone}'s own ImageNet classifier on the stored embedding, mean posterior per cluster; "
+                    f"a name (a class, or a WordNet hypernym of at most {MAX_LEAVES} classes) needs at least "
+                    f"{NAME_THRESHOLD} of it")
+        cache = f"nouns_{backbone}"
+        nouns = (store.manifest.get("text") or {}).get("nouns")
+        if store.has(cache) and nouns:
+            return (name_with_text(Z, labels, k, store.array(cache), nouns),
+                    f"zero-shot: {backbone}'s text tower over {len(nouns)} nouns (cached by `embed --with-text`)")
+    return {}, ("none: no space comes from a network with an ImageNet head (EfficientNet-Lite), and no CLIP "
+                "space has noun embeddings (`seal-fast embed --with-text`)")
+
+
+def make_report(result, features, *, truth=None, model=None, weights=None, title=None, progress=True,
+                **array_options) -> tuple[str, dict]:
+    """(the page's HTML, a summary: names, notes, timings). Nothing is written.
+
+    Args:
+        result: labels (N,), or a RESULT.npy path (its RESULT.json is read when present).
+        features: a feature store, array files, or an opened store / ArrayInputs.
+        truth: true labels, a LABELS.npy or a store; default: the store's labels, if any.
+        model: a fitted estimator or a model file: typicality from its labeler (else the
+            cosine to the cluster's mean).
+        weights: a local checkpoint of the naming network, when not the installed one.
+    """
+    from ..models import load_model
+    from ..pipeline import as_inputs, load_labels
+
+    t0 = time.perf_counter()
+    labels = load_labels(result) if isinstance(result, (str, Path)) else np.asarray(result)
+    if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
+        labels = np.array(labels, dtype=np.int64)  # a copy: a memory-mapped result is read-only
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0 or labels.min() < 0:
+        raise SealFastError("the result must be a non-empty 1-D array of cluster ids >= 0 (a RESULT.npy of "
+                            "`seal-fast cluster`)")
+    run = _run_report(result) if isinstance(result, (str, Path)) else {}
+    store = as_inputs(features, **array_options)
+    n = store.n if isinstance(store, FeatureStore) else store.space(store.spaces[0]).shape[0]
+    if labels.shape[0] != n:
+        raise SealFastError(f"the result has {labels.shape[0]} labels but the features have {n} rows: "
+                            "give the features the result was made from")
+    if isinstance(model, (str, Path)):
+        model = load_model(model, device="cpu")
+    spaces = _spaces(store, run, model)
+    Zs = [store.space(s) for s in spaces]
+    if model is not None:
+        dims = [Z.shape[1] for Z in Zs]
+        if list(model.feature_dims_) != dims:
+            raise SealFastError(f"the model was fitted on spaces of widths {model.feature_dims_} "
+                                f"{(getattr(model, 'meta_', None) or {}).get('spaces') or ''}, but the features' "
+                                f"spaces {spaces} have widths {dims}: give the model of this result")
+    y = None
+    if truth is not None:
+        y = load_labels(truth) if isinstance(truth, (str, Path)) else np.asarray(truth)
+        if y.shape[0] != n:
+            raise SealFastError(f"the truth has {y.shape[0]} labels but the features have {n} rows")
+    elif store.has("labels"):
+        try:
+            y = store.labels()
+        except SealFastError:
+            y = None
+    k = int(max(labels.max() + 1, run.get("n_clusters") or 0, getattr(model, "n_clusters", 0) or 0))
+    class_names = store.manifest.get("class_names") if isinstance(store, FeatureStore) else None
+    content = build_content(labels, Zs, n_clusters=k, model=model, truth=y, class_names=class_names, run=run)
+    names, content.naming = _names(store, Zs, spaces, labels, k, weights, progress)
+    for view in content.clusters:
+        view.name = names.get(view.cluster)
+    thumbs, why = open_thumbnails(store)
+    if why:
+        content.notes.append(why)
+    uris = {}
+    if thumbs:
+        shown = [row for v in content.clusters for row in v.typical + v.doubtful]
+        for row in tqdm(shown, desc="thumbnails", unit="img", disable=not progress or len(shown) < 2000):
+            uris[row] = thumbs.uri(row)
+        if thumbs.missing:
+            more = f" and {len(thumbs.missing) - 5} more" if len(thumbs.missing) > 5 else ""
+            content.notes.append(f"{len(thumbs.missing)} image(s) could not be read: "
+                                 f"{'; '.join(thumbs.missing[:5])}{more}")
+    method = METHOD_NAMES.get(run.get("method"), run.get("method") or "Clustering")
+    page = render(content, uris.get, title or f"{method} clusters, K={k}, N={n}")
+    summary = {"n": n, "k": k, "clusters": {v.cluster: {"size": v.size, "majority": v.majority,
+                                                        "name": v.name.to_dict() if v.name else None}
+                                            for v in content.clusters},
+               "evaluation": content.evaluation, "notes": content.notes, "naming": content.naming,
+               "seconds": round(time.perf_counter() - t0, 2)}
+    named = sum(1 for v in content.clusters if v.name is not None and v.name.name is not None)
+    summary["line"] = f"{len(content.clusters)} clusters, {named} named with confidence; made in {summary['seconds']} s"
+    return page, summary
+
+
+def write_report(result, features, out, *, truth=None, model=None, weights=None, title=None, progress=True,
+                 **array_options) -> dict:
+    """Write the report of `result` to `out` (an .html file, written whole or not at all);
+    returns make_report's summary with the file's path and size."""
+    from ..files import atomic_path, check_outputs
+
+    out = Path(out)
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise SealFastError(f"--out {out}: the report is one HTML page; give a path ending in .html")
+    inputs = [Path(p) for p in ([result] if isinstance(result, (str, Path)) else [])]
+    inputs += [Path(p) for p in ([features] if isinstance(features, (str, Path)) else
+                                 features if isinstance(features, (list, tuple)) else [])]
+    inputs += [features.path] if isinstance(features, FeatureStore) else []
+    inputs += [Path(p) for p in (truth, model) if isinstance(p, (str, Path))]
+    inputs += [Path(p) for p in array_options.values() if isinstance(p, (str, Path))]
+    check_outputs({"--out": out}, inputs=inputs)
+    page, summary = make_report(result, features, truth=truth, model=model, weights=weights, title=title,
+                                progress=progress, **array_options)
+    with atomic_path(out, ".html") as tmp:
+        Path(tmp).write_text(page, encoding="utf-8")
+    summary["path"] = str(out)
+    summary["bytes"] = out.stat().st_size
+    summary["line"] = f"{summary['bytes'] / 1e6:.1f} MB; {summary['line']}"
+    return summary
