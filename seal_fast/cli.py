@@ -67,6 +67,13 @@ def _parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="ACC / NMI / ARI of a result against true labels")
     ev.add_argument("result", metavar="RESULT.npy")
     ev.add_argument("--truth", required=True, metavar="FEATDIR|LABELS.npy", help="true labels (-1: unlabelled)")
+    r = sub.add_parser("report", help="one offline HTML page of a result: named clusters, typical and doubtful members")
+    r.add_argument("result", metavar="RESULT.npy")
+    r.add_argument("--features", nargs="+", required=True, metavar="FEATDIR|ARRAY", help="what the result was fitted on")
+    r.add_argument("--truth", default=None, metavar="FEATDIR|LABELS.npy", help="true labels (default: the store's)")
+    r.add_argument("--model", default=None, help="the saved model: typical members by its labeler's confidence")
+    r.add_argument("--weights", default=None, metavar="PATH", help="local checkpoint of the naming network")
+    r.add_argument("--out", required=True, metavar="report.html")
     d = sub.add_parser("demo", help="offline end-to-end run on real images with real weights")
     d.add_argument("--dataset", default="digits", help="built-in dataset (default: digits)")
     d.add_argument("--out", default="seal-fast-demo", help="folder for features, results and figure")
@@ -185,6 +192,14 @@ def cmd_evaluate(args):
     from . import pipeline
 
     print(json.dumps(pipeline.evaluate(args.result, args.truth)))
+
+
+def cmd_report(args):
+    from . import pipeline
+
+    summary = pipeline.report(args.result, args.features, args.out, truth=args.truth, model=args.model,
+                              weights=args.weights)
+    print("\n".join([f"wrote {args.out} ({summary['line']})", *(f"note: {n}" for n in summary["notes"])]))
 
 
 def cmd_demo(args):

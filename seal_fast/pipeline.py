@@ -4,6 +4,7 @@ the demo and the benchmarks call these too, so a method is wired in one place.
     run = cluster("feats/", "seal", 10, seed=0)          # labels, fitted model, run report
     labels = predict(run.model, "other_feats/")
     scores = evaluate(run.labels, "feats/")               # {"acc", "nmi", "ari", "n"}
+    report("labels.npy", "feats/", "report.html")         # one offline HTML page of the clusters
 
 `inputs` is a feature store directory, a list of array files (`.npy`, `.npz`, `.pt`),
 or an opened `FeatureStore` / `ArrayInputs`. Nothing here writes files: the caller
@@ -272,6 +273,13 @@ def evaluate(result, truth) -> dict:
     pred = load_labels(result) if isinstance(result, (str, Path)) else np.asarray(result)
     y = load_labels(truth) if isinstance(truth, (str, Path)) else np.asarray(truth)
     return _scores(y, pred)
+
+
+def report(result, features, out, *, truth=None, model=None, weights=None, progress=True) -> dict:
+    """`seal-fast report`: one offline HTML page of `result` at `out` (seal_fast.report)."""
+    from .report import write_report
+
+    return write_report(result, features, out, truth=truth, model=model, weights=weights, progress=progress)
 
 
 def import_arrays(arrays, out, *, patches=None, text=None, labels=None, names=None) -> FeatureStore:

@@ -56,13 +56,14 @@ def rng():
 def digits_store(tmp_path_factory):
     """The first 600 of sklearn's digits, embedded once the default way (real ImageNet weights:
     visual space EfficientNet-Lite0, patches EfficientNet-Lite2); a subset keeps the suite
-    fast on 2 CPU cores."""
-    from seal_fast.data.sources import ArraySource, open_source
+    fast on 2 CPU cores. Embedded from an `.npz`, so the store's images can be read back (report)."""
+    from seal_fast.data.sources import open_source
     from seal_fast.embed import embed
 
     digits = open_source("digits")
-    subset = ArraySource(np.stack([digits.read(i) for i in range(600)]), digits.labels[:600])
-    return embed(subset, tmp_path_factory.mktemp("digits") / "features", progress=False)
+    folder = tmp_path_factory.mktemp("digits")
+    np.savez(folder / "digits600.npz", images=digits.images[:600], labels=digits.labels[:600])
+    return embed(folder / "digits600.npz", folder / "features", progress=False)
 
 
 def skip_without_kernels(device):
