@@ -77,7 +77,7 @@ def mean_posteriors(Z, labels: np.ndarray, n_clusters: int, logits) -> np.ndarra
             z = torch.from_numpy(np.array(Z[start:start + ROW_BLOCK], dtype=np.float32))
             p = torch.softmax(logits(z).double(), dim=1)
             part = torch.zeros(n_clusters, p.shape[1], dtype=torch.float64).index_add_(
-                0, torch.as_tensor(labels[start:start + ROW_BLOCK]), p)
+                0, torch.from_numpy(np.array(labels[start:start + ROW_BLOCK], dtype=np.int64)), p)
             sums = part if sums is None else sums + part
     return (sums.numpy() / np.maximum(counts, 1)[:, None])
 
