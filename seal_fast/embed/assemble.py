@@ -63,6 +63,7 @@ def assemble(out: Path, partial: Path, n: int, src, models, wanted, job, seconds
         "class_names": src.class_names,
         "preprocessing": {name: m.preprocessing.to_dict() for name, m in models.items()},
         "backbones": job["models"],
+        "weights": job["weights"],  # local checkpoints given with --weights (none: the installed ImageNet weights)
         "skipped": [{"index": i, "name": name, "reason": reason} for i, name, reason in failed],
         "n_skipped": len(failed),
         "embed_seconds": round(seconds, 2),

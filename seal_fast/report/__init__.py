@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SealFastError
 from ..store import FeatureStore
+from ..validation import check_labels
 from .content import build_content
 from .html import render
 from .naming import MAX_LEAVES, NAME_THRESHOLD, imagenet_head, name_with_imagenet, name_with_text
@@ -29,8 +30,14 @@ __all__ = ["write_report", "make_report"]
 METHOD_NAMES = {"kmeans": "K-Means", "turtle": "TURTLE", "seal": "SEAL", "satc": "SATC"}
 
 
+# what the page reads from RESULT.json, by type: a field of another type is left out
+RUN_FIELDS = {"method": str, "n_clusters": int, "inputs": (str, dict), "spaces": list, "seed": int, "device": str,
+              "backend": str, "created": str, "timings": dict, "params": dict}
+
+
 def _run_report(result) -> dict:
-    """RESULT.json beside RESULT.npy, when there is one (settings, timings)."""
+    """RESULT.json beside RESULT.npy, when there is one (settings, timings), keeping the
+    fields of the expected types only: the page never trusts it further than that."""
     path = Path(result).with_suffix(".json")
     if not path.is_file():
         return {}
@@ -38,7 +45,13 @@ def _run_report(result) -> dict:
         run = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return {}
-    return run if isinstance(run, dict) else {}
+    if not isinstance(run, dict):
+        return {}
+    run = {k: v for k, v in run.items() if k in RUN_FIELDS and isinstance(v, RUN_FIELDS[k])
+           and not isinstance(v, bool)}
+    run["timings"] = {k: v for k, v in run.get("timings", {}).items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return run
 
 
 def _spaces(store, run: dict, model) -> list[str]:
@@ -51,23 +64,53 @@ def _spaces(store, run: dict, model) -> list[str]:
     return select_spaces(store)
 
 
-def _names(store, Zs, spaces, labels, k, weights=None, progress=True) -> tuple[dict, str]:
-    """({cluster: ClusterName}, how they were made or why there are none)."""
-    if not isinstance(store, FeatureStore):
-        return {}, "none: array features carry no classifier to name them with"
-    for name, Z in zip(spaces, Zs):
-        backbone = store.entry(f"space_{name}").get("backbone", name)
-        head = imagenet_head(backbone, weights)
-        if head is not None:
-            return (name_with_imagenet(Z, labels, k, head),
-                    f"{backbone}'s own ImageNet classifier on the stored embedding, mean posterior per cluster; "
-                    f"a name (a class, or a WordNet hypernym of at most {MAX_LEAVES} classes) needs at least "
-                    f"{NAME_THRESHOLD} of it")
-        cache = f"nouns_{backbone}"
-        nouns = (store.manifest.get("text") or {}).get("nouns")
-        if store.has(cache) and nouns:
-            return (name_with_text(Z, labels, k, store.array(cache), nouns),
-                    f"zero-shot: {backbone}'s text tower over {len(nouns)} nouns (cached by `embed --with-text`)")
+def _check_model(model, labels: np.ndarray, Zs, run: dict) -> None:
+    """The model must be the one that gave these labels: its method, its K, and its own
+    predictions on a sample of the rows."""
+    k = getattr(model, "n_clusters", None)
+    if run.get("method") and run["method"] != model.method:
+        raise SealFastError(f"the model is a {model.method} model but the result was made by {run['method']}: "
+                            "give the model of this result")
+    if not isinstance(k, int) or labels.max() >= k:
+        raise SealFastError(f"the model has {k} clusters but the result has cluster id {labels.max()}: "
+                            "give the model of this result")
+    rows = np.random.default_rng(0).choice(labels.shape[0], min(2000, labels.shape[0]), replace=False)
+    rows.sort()
+    agree = float((model.predict([np.asarray(Z[rows]) for Z in Zs]) == labels[rows]).mean())
+    if agree < 0.95:
+        raise SealFastError(f"the model gives these labels on only {agree:.0%} of {rows.size} sampled rows: "
+                            "give the model of this result")
+
+
+def _names(store, Zs, spaces, labels, k, weights=None) -> tuple[dict, str]:
+    """({cluster: ClusterName}, how they were made or why there are none). A missing
+    namer (no WordNet, no weights) leaves the page without names, not unwritten."""
+    source = store.manifest.get("source") if isinstance(store, FeatureStore) else None
+    if not isinstance(source, dict) or source.get("kind") == "import":
+        return {}, "none: imported arrays carry no classifier to name them with"
+    embedded, custom = (store.manifest.get(key) for key in ("backbones", "weights"))
+    embedded, custom = (x if isinstance(x, dict) else {} for x in (embedded, custom))
+    try:
+        for name, Z in zip(spaces, Zs):
+            backbone = store.entry(f"space_{name}").get("backbone", name)
+            if backbone not in embedded:  # a space the store did not embed itself: its name proves nothing
+                continue
+            if backbone in custom and weights is None:
+                return {}, (f"none: {backbone} was embedded with its own weights ({custom[backbone]}); "
+                            "pass them with --weights to name the clusters with its ImageNet head")
+            head = imagenet_head(backbone, weights)
+            if head is not None and head.in_features == Z.shape[1]:
+                return (name_with_imagenet(Z, labels, k, head),
+                        f"{backbone}'s own ImageNet classifier on the stored embedding, mean posterior per "
+                        f"cluster; a name (a class, or a WordNet hypernym of at most {MAX_LEAVES} classes) needs "
+                        f"at least {NAME_THRESHOLD} of it")
+            cache = f"nouns_{backbone}"
+            nouns = (store.manifest.get("text") or {}).get("nouns")
+            if store.has(cache) and isinstance(nouns, list) and len(nouns) == store.entry(cache)["shape"][0]:
+                return (name_with_text(Z, labels, k, store.array(cache), nouns),
+                        f"zero-shot: {backbone}'s text tower over {len(nouns)} nouns (cached by `embed --with-text`)")
+    except SealFastError as exc:
+        return {}, f"none: {exc}"
     return {}, ("none: no space comes from a network with an ImageNet head (EfficientNet-Lite), and no CLIP "
                 "space has noun embeddings (`seal-fast embed --with-text`)")
 
@@ -88,12 +131,8 @@ def make_report(result, features, *, truth=None, model=None, weights=None, title
     from ..pipeline import as_inputs, load_labels
 
     t0 = time.perf_counter()
-    labels = load_labels(result) if isinstance(result, (str, Path)) else np.asarray(result)
-    if labels.ndim == 1 and np.issubdtype(labels.dtype, np.integer):
-        labels = np.array(labels, dtype=np.int64)  # a copy: a memory-mapped result is read-only
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or labels.size == 0 or labels.min() < 0:
-        raise SealFastError("the result must be a non-empty 1-D array of cluster ids >= 0 (a RESULT.npy of "
-                            "`seal-fast cluster`)")
+    raw = load_labels(result) if isinstance(result, (str, Path)) else np.asarray(result)
+    labels = np.array(check_labels(raw, name="the result"), dtype=np.int64)  # a copy: a memory map is read-only
     run = _run_report(result) if isinstance(result, (str, Path)) else {}
     store = as_inputs(features, **array_options)
     n = store.n if isinstance(store, FeatureStore) else store.space(store.spaces[0]).shape[0]
@@ -110,22 +149,23 @@ def make_report(result, features, *, truth=None, model=None, weights=None, title
             raise SealFastError(f"the model was fitted on spaces of widths {model.feature_dims_} "
                                 f"{(getattr(model, 'meta_', None) or {}).get('spaces') or ''}, but the features' "
                                 f"spaces {spaces} have widths {dims}: give the model of this result")
+        _check_model(model, labels, Zs, run)
     y = None
     if truth is not None:
-        y = load_labels(truth) if isinstance(truth, (str, Path)) else np.asarray(truth)
-        if y.shape[0] != n:
-            raise SealFastError(f"the truth has {y.shape[0]} labels but the features have {n} rows")
+        y = load_labels(truth) if isinstance(truth, (str, Path)) else truth
+        y = check_labels(y, n, "the truth", allow_unlabelled=True)
     elif store.has("labels"):
         try:
             y = store.labels()
         except SealFastError:
             y = None
-    k = int(max(labels.max() + 1, run.get("n_clusters") or 0, getattr(model, "n_clusters", 0) or 0))
     class_names = store.manifest.get("class_names") if isinstance(store, FeatureStore) else None
+    ids, compact = np.unique(labels, return_inverse=True)  # the namers see the clusters used, numbered densely
+    k = getattr(model, "n_clusters", None) or run.get("n_clusters") or ids.size
     content = build_content(labels, Zs, n_clusters=k, model=model, truth=y, class_names=class_names, run=run)
-    names, content.naming = _names(store, Zs, spaces, labels, k, weights, progress)
+    names, content.naming = _names(store, Zs, spaces, compact, ids.size, weights)
     for view in content.clusters:
-        view.name = names.get(view.cluster)
+        view.name = names.get(int(np.searchsorted(ids, view.cluster)))
     thumbs, why = open_thumbnails(store)
     if why:
         content.notes.append(why)
@@ -163,7 +203,7 @@ def write_report(result, features, out, *, truth=None, model=None, weights=None,
     inputs += [Path(p) for p in ([features] if isinstance(features, (str, Path)) else
                                  features if isinstance(features, (list, tuple)) else [])]
     inputs += [features.path] if isinstance(features, FeatureStore) else []
-    inputs += [Path(p) for p in (truth, model) if isinstance(p, (str, Path))]
+    inputs += [Path(p) for p in (truth, model, weights) if isinstance(p, (str, Path))]
     inputs += [Path(p) for p in array_options.values() if isinstance(p, (str, Path))]
     check_outputs({"--out": out}, inputs=inputs)
     page, summary = make_report(result, features, truth=truth, model=model, weights=weights, title=title,

@@ -45,6 +45,7 @@ class ReportContent:
     class_names: list | None = None
     confusion: np.ndarray | None = None             # clusters (confusion_rows) x classes
     confusion_rows: list | None = None              # the cluster of each row of the matrix, matched first
+    confusion_matched: set = field(default_factory=set)  # (row, column) of each matched pair
     recall: list | None = None                      # [(class name, recall, size)]
     naming: str = ""                                # how the names were made, or why there are none
     notes: list = field(default_factory=list)       # what the page could not show, and why
@@ -60,8 +61,10 @@ def _unit_concat(Zs, start, stop) -> torch.Tensor:
                       for Z in Zs], dim=1)
 
 
-def typicality(Zs, labels: np.ndarray, n_clusters: int, model=None) -> tuple[np.ndarray, str]:
-    """(a score per row, higher = more typical of its own cluster; what the score is)."""
+def typicality(Zs, labels: np.ndarray, compact: np.ndarray, n_used: int, model=None) -> tuple[np.ndarray, str]:
+    """(a score per row, higher = more typical of its own cluster; what the score is).
+    `labels` are the result's cluster ids (the model's own), `compact` the same
+    clusters numbered 0..n_used-1 (what the cluster means are indexed by)."""
     n = labels.shape[0]
     score = np.empty(n, dtype=np.float64)
     if model is not None and hasattr(model, "predict_proba"):
@@ -81,21 +84,21 @@ def typicality(Zs, labels: np.ndarray, n_clusters: int, model=None) -> tuple[np.
     sums = None
     for s in range(0, n, ROW_BLOCK):
         X = _unit_concat(Zs, s, s + ROW_BLOCK).double()
-        part = torch.zeros(n_clusters, X.shape[1], dtype=torch.float64).index_add_(
-            0, torch.as_tensor(labels[s:s + ROW_BLOCK]), X)
+        part = torch.zeros(n_used, X.shape[1], dtype=torch.float64).index_add_(
+            0, torch.as_tensor(compact[s:s + ROW_BLOCK]), X)
         sums = part if sums is None else sums + part
     means = F.normalize(sums, dim=1)
     for s in range(0, n, ROW_BLOCK):
         X = _unit_concat(Zs, s, s + ROW_BLOCK).double()
-        score[s:s + ROW_BLOCK] = (X * means[torch.as_tensor(labels[s:s + ROW_BLOCK])]).sum(1).numpy()
+        score[s:s + ROW_BLOCK] = (X * means[torch.as_tensor(compact[s:s + ROW_BLOCK])]).sum(1).numpy()
     return score, "cosine to the cluster's mean (L2-normalised spaces)"
 
 
-def members_by_typicality(labels: np.ndarray, score: np.ndarray, n_clusters: int) -> list[np.ndarray]:
-    """For every cluster, its rows from most to least typical (one sort for all N)."""
-    order = np.lexsort((-score, labels))  # by cluster, then by descending score
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(labels, minlength=n_clusters))])
-    return [order[bounds[c]:bounds[c + 1]] for c in range(n_clusters)]
+def members_by_typicality(compact: np.ndarray, score: np.ndarray, n_used: int) -> list[np.ndarray]:
+    """For every cluster (numbered 0..n_used-1), its rows from most to least typical (one sort for all N)."""
+    order = np.lexsort((-score, compact))  # by cluster, then by descending score
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(compact, minlength=n_used))])
+    return [order[bounds[c]:bounds[c + 1]] for c in range(n_used)]
 
 
 def thumbnail_counts(n_clusters: int, budget: int = 6000) -> tuple[int, int]:
@@ -106,26 +109,36 @@ def thumbnail_counts(n_clusters: int, budget: int = 6000) -> tuple[int, int]:
     return per - doubtful, doubtful
 
 
+def first_bad_row(Zs) -> int | None:
+    """The first row holding NaN or inf in any space, or None."""
+    for Z in Zs:
+        for s in range(0, Z.shape[0], ROW_BLOCK):
+            bad = np.flatnonzero(~np.isfinite(np.asarray(Z[s:s + ROW_BLOCK])).all(axis=1))
+            if bad.size:
+                return s + int(bad[0])
+    return None
+
+
 def build_content(labels: np.ndarray, Zs, *, n_clusters: int | None = None, model=None, truth=None,
                   class_names=None, run: dict | None = None) -> ReportContent:
-    """Everything but the names and thumbnails (added by the caller)."""
+    """Everything but the names and thumbnails (added by the caller). Cluster ids may
+    have gaps (a model's unused clusters): only the clusters used are shown."""
     labels = np.array(labels, dtype=np.int64)  # a copy: a memory-mapped result is read-only
-    k = int(n_clusters or labels.max() + 1)
-    score, how = typicality(Zs, labels, k, model)
-    bad = np.flatnonzero(~np.isfinite(score))
-    if bad.size:
-        raise SealFastError(f"features row {bad[0]} holds NaN or inf ({bad.size} row(s) in all)")
-    ranked = members_by_typicality(labels, score, k)
-    n_typ, n_doubt = thumbnail_counts(k)
+    ids, compact = np.unique(labels, return_inverse=True)
+    score, how = typicality(Zs, labels, compact, ids.size, model)
+    if not np.isfinite(score).all():
+        row = first_bad_row(Zs)
+        raise SealFastError(f"features row {row if row is not None else int(np.argmin(np.isfinite(score)))} "
+                            "holds NaN or inf")
+    ranked = members_by_typicality(compact, score, ids.size)
+    n_typ, n_doubt = thumbnail_counts(ids.size)
     views = {}
-    for c in range(k):
-        rows = ranked[c]
-        if rows.size == 0:
-            continue
+    for c, rows in zip(ids.tolist(), ranked):
         typical = rows[:n_typ]
         doubtful = rows[max(n_typ, rows.size - n_doubt):][::-1]  # never a row already shown as typical
         views[c] = ClusterView(c, int(rows.size), typical.tolist(), doubtful.tolist())
-    content = ReportContent(n=int(labels.shape[0]), n_clusters=k, clusters=[], typicality=how, run=run or {})
+    content = ReportContent(n=int(labels.shape[0]), n_clusters=int(n_clusters or ids.size), clusters=[],
+                            typicality=how, run=run or {})
     order = sorted(views, key=lambda c: -views[c].size)
     if truth is not None:
         truth = np.asarray(truth, dtype=np.int64)
@@ -153,6 +166,7 @@ def _with_truth(content: ReportContent, views: dict, labels, truth, class_names)
     class_sizes = table.sum(0)
     rows, cols = linear_sum_assignment(table, maximize=True)  # the matching ACC counts
     matched = dict(zip(cols.tolist(), rows.tolist()))
+    content.confusion_matched = set(zip(rows.tolist(), cols.tolist()))
     content.recall = [(names[j], float(table[matched[j], j] / class_sizes[j]) if j in matched else 0.0,
                        int(class_sizes[j])) for j in range(len(classes))]
     return [int(c) for c in ordered if int(c) in views] + [c for c in views if c not in set(ordered.tolist())]

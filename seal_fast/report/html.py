@@ -88,7 +88,7 @@ def _confusion(content) -> str:
     order = content.confusion_rows
     for i, row in enumerate(table):
         cells = "".join(
-            f'<td class="{"diag" if i == j else ""}" style="background:rgb({int(255 - 200 * v / peak)},'
+            f'<td class="{"diag" if (i, j) in content.confusion_matched else ""}" style="background:rgb({int(255 - 200 * v / peak)},'
             f'{int(255 - 160 * v / peak)},255)">{int(v) if v else ""}</td>' for j, v in enumerate(row))
         label = f"c{order[i]}" if i < len(order) else ""
         rows.append(f"<tr><th>{label}</th>{cells}</tr>")

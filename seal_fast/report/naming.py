@@ -97,17 +97,19 @@ class ImageNetNamer:
             for a in anc:
                 under.setdefault(a, []).append(c)
         # the names a cluster can get: every class, and every hypernym narrow enough to say something
-        # the names a cluster can get: every class, and every hypernym narrow enough to say something
         self.nodes = [a for a, cs in under.items() if len(cs) <= max_leaves]
         self.size = np.asarray([len(under[a]) for a in self.nodes])
         self.membership = np.zeros((len(self.nodes), len(leaves)))  # node x class: 1 where the class is under it
         for i, a in enumerate(self.nodes):
             self.membership[i, under[a]] = 1.0
         self.leaf_of = dict(zip(leaves, range(len(leaves))))
+        self.labels = {node: self.class_names[self.leaf_of[node]] if node in self.leaf_of
+                       else self.hierarchy.lemma(node) for node in self.nodes}
+        if hierarchy is None:  # every synset it needs is read: let the file go
+            self.hierarchy.close()
 
     def _label(self, node: int) -> str:
-        c = self.leaf_of.get(node)
-        return self.class_names[c] if c is not None else self.hierarchy.lemma(node)
+        return self.labels[node]
 
     def names(self, posteriors: np.ndarray) -> list[ClusterName]:
         """The name of each cluster from its mean posterior, (K, 1000) -> K names."""
@@ -163,9 +165,7 @@ def name_with_text(Z, labels: np.ndarray, n_clusters: int, noun_embeddings, noun
     posteriors = mean_posteriors(Z, labels, n_clusters,
                                  lambda z: CLIP_LOGIT_SCALE * F.normalize(z, dim=1) @ nouns_t.T)
     out = {}
-    for c in range(n_clusters):
-        if not (labels == c).any():
-            continue
+    for c in np.flatnonzero(np.bincount(labels, minlength=n_clusters)).tolist():
         order = np.argsort(-posteriors[c], kind="stable")
         top = [(nouns[i], float(posteriors[c, i])) for i in order[:3]]
         best = top[0][1]

@@ -1,13 +1,16 @@
 """Thumbnails for the report, read back from the source a feature store records
 (an image folder, an `.npz`, a built-in dataset), inlined as `data:` URIs so the page
 needs nothing but itself. A source that moved or changed since it was embedded gives
-no thumbnails rather than the wrong ones; single images that went missing are named.
+no thumbnails rather than the wrong ones; a folder whose rows' files the store lists is
+read by file name, with a note that files may have been edited, and files gone since
+are named.
 """
 from __future__ import annotations
 
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -54,43 +57,81 @@ def image_uri(image: np.ndarray) -> str:
     return f"data:image/{kind};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
 
 
-def open_thumbnails(store) -> tuple[Thumbnails | None, str | None]:
-    """(the store's images, or None; why there are none)."""
+def _source(store):
+    """(the ImageSource the store was embedded from, as the manifest describes it, or None; why not)."""
     from ..data.sources import FolderSource, load_npz, open_source
 
+    desc = store.manifest.get("source")
+    kind = desc.get("kind") if isinstance(desc, dict) else None
+    where = desc.get("path") if kind in ("folder", "npz") else desc.get("name") if kind == "builtin" else None
+    if kind in ("array", "import"):
+        what = "images given as an in-memory array" if kind == "array" else "imported arrays"
+        return None, f"the store records {what}: no images to read back"
+    if not isinstance(where, str) or not where:
+        return None, "the store records no image source to read back"
+    listed = store.manifest.get("source_files_file")
+    try:
+        if kind == "folder" and listed:  # each row's file by name: a file gone since is named, the rest shown
+            return FolderSource.listed(where, _listed_files(store, listed)), None
+        if kind == "builtin":
+            return open_source(where), None
+        if kind == "folder":
+            return FolderSource(where), None
+        return load_npz(where), None
+    except (SealFastError, OSError, ValueError) as exc:
+        return None, f"the store's images could not be opened: {exc}"
+
+
+def _listed_files(store, listed) -> list[str]:
+    """The file of each row, from the store's list: relative paths inside the folder only."""
+    path = store.path / Path(listed).name
+    try:
+        with open(path, encoding="utf-8") as f:
+            names = [json.loads(line) for line in f]
+    except (OSError, ValueError) as exc:
+        raise SealFastError(f"{path} is unreadable ({exc})") from None
+    if len(names) != store.n or not all(isinstance(n, str) and n and not Path(n).is_absolute()
+                                        and ".." not in Path(n).parts for n in names):
+        raise SealFastError(f"{path} does not list one relative file name per row")
+    return names
+
+
+def _source_index(store, n_images: int):
+    """Rows of the store -> indices in the source (when images were skipped at embed time)."""
+    name = store.manifest.get("source_index_file")
+    if not name:
+        return None
+    from ..readers import read_npy
+
+    index = np.asarray(read_npy(store.path / Path(str(name)).name, f"{store.path}: source index"))
+    if index.shape != (store.n,) or not np.issubdtype(index.dtype, np.integer) or \
+            (index.size and (index.min() < 0 or index.max() >= n_images)):
+        raise SealFastError(f"{store.path}: source_index.npy does not map the {store.n} rows into the "
+                            f"{n_images} source images")
+    return index
+
+
+def open_thumbnails(store) -> tuple[Thumbnails | None, str | None]:
+    """(the store's images, or None; a note for the page: why none, or why to doubt them)."""
     if not isinstance(store, FeatureStore):
         return None, "the features are arrays: no images to show"
-    desc = store.manifest.get("source") or {}
-    kind = desc.get("kind")
-    listed = store.manifest.get("source_files_file")
-    if kind == "folder" and listed:  # each row's file by name: a file gone since is named, the rest shown
-        try:
-            with open(store.path / listed, encoding="utf-8") as f:
-                names = [json.loads(line) for line in f]
-        except (OSError, ValueError) as exc:
-            return None, f"{store.path / listed} is unreadable ({exc}): no thumbnails"
-        if len(names) != store.n or not all(isinstance(n, str) for n in names):
-            return None, f"{store.path / listed} does not list one file per row: no thumbnails"
-        return Thumbnails(FolderSource.listed(desc["path"], names)), None
-    try:
-        if kind == "builtin":
-            source = open_source(desc["name"])
-        elif kind == "folder":
-            source = FolderSource(desc["path"])
-        elif kind == "npz":
-            source = load_npz(desc["path"])
-        else:
-            what = {"array": "images given as an in-memory array", "import": "imported arrays"}.get(kind, "no source")
-            return None, f"the store records {what}: no images to read back"
-    except (SealFastError, OSError, KeyError) as exc:
-        return None, f"the store's images could not be opened: {exc}"
+    source, why = _source(store)
+    if source is None:
+        return None, why
     recorded = store.manifest.get("source_fingerprint")
-    changed = recorded != source.fingerprint() if recorded else (
-        kind == "folder" and desc.get("n_files") not in (None, len(source)))
-    if changed:
-        return None, (f"the images at {desc.get('path') or desc.get('name')} changed since they were embedded: "
-                      "no thumbnails (they could show other images than the rows)")
-    index = None
-    if store.manifest.get("source_index_file"):
-        index = np.load(store.path / store.manifest["source_index_file"], allow_pickle=False)
-    return Thumbnails(source, index), None
+    desc = store.manifest["source"]
+    where = desc.get("path") or desc.get("name")
+    try:
+        changed = recorded != source.fingerprint() if recorded else (
+            desc.get("kind") == "folder" and desc.get("n_files") not in (None, len(source)))
+        if changed and store.manifest.get("source_files_file"):
+            # read by file name, so each row still gets its own file, unless a file was edited or swapped
+            return Thumbnails(source), (f"the images at {where} changed since they were embedded (files added, "
+                                        "removed or edited): the thumbnails are read by file name and may show "
+                                        "edited files")
+        if changed:
+            return None, (f"the images at {where} changed since they were embedded: no thumbnails (they could "
+                          "show other images than the rows)")
+        return Thumbnails(source, _source_index(store, len(source))), None
+    except (SealFastError, OSError, ValueError) as exc:
+        return None, f"the store's images could not be opened: {exc}"

@@ -61,17 +61,6 @@ class NounHierarchy:
                 todo.extend(self.hypernyms(s))
         return seen
 
-    def depth(self, offset: int) -> int:
-        """Steps from the root ('entity') on the shortest path."""
-        level, frontier, seen = 0, {offset}, set()
-        while frontier:
-            if any(not self.hypernyms(s) for s in frontier):
-                return level
-            seen |= frontier
-            frontier = {h for s in frontier for h in self.hypernyms(s)} - seen
-            level += 1
-        return level
-
 
 def wnid_offset(wnid: str) -> int:
     """ImageNet's 'n02123045' -> 2123045."""
