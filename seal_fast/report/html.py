@@ -17,8 +17,8 @@ CSS = """
 body{font:14px/1.4 system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:24px 0 8px}
 table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left}
-.kv td:first-child{color:#666}.num{text-align:right}
-.summary{display:flex;gap:32px;flex-wrap:wrap}
+.kv td:first-child{color:#666}.num{text-align:right}.summary>table:first-child{max-width:760px}
+.summary{display:flex;gap:32px;flex-wrap:wrap;align-items:flex-start}
 .sizes{display:flex;align-items:flex-end;gap:2px;height:80px;border-bottom:1px solid #999;max-width:900px}
 .sizes span{background:#4a78c2;flex:1;min-width:1px}
 .matrix td{width:28px;height:22px;text-align:center;font-size:11px;border:1px solid #eee}
@@ -83,7 +83,8 @@ def _confusion(content) -> str:
                 f'clusters on the diagonal, darker = more rows:</p><img alt="confusion matrix" '
                 f'src="{_heatmap_uri(table)}" style="image-rendering:pixelated;max-width:100%">')
     peak = max(1, int(table.max()))
-    head = "".join(f'<th class="col">{e(n)}</th>' for n in names)
+    turn = ' class="col"' if max(len(str(n)) for n in names) > 3 else ""  # long class names stand on end
+    head = "".join(f"<th{turn}>{e(n)}</th>" for n in names)
     rows = []
     order = content.confusion_rows
     for i, row in enumerate(table):
