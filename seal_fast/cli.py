@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--truth", default=None, metavar="FEATDIR|LABELS.npy", help="true labels (default: the store's)")
     r.add_argument("--model", default=None, help="the saved model: typical members by its labeler's confidence")
     r.add_argument("--weights", default=None, metavar="PATH", help="local checkpoint of the naming network")
+    r.add_argument("--nouns", default=None, metavar="FILE", help="CLIP zero-shot names: one noun a line, not WordNet's")
     r.add_argument("--out", required=True, metavar="report.html")
     d = sub.add_parser("demo", help="offline end-to-end run on real images with real weights")
     d.add_argument("--dataset", default="digits", help="built-in dataset (default: digits)")
@@ -198,7 +199,7 @@ def cmd_report(args):
     from . import pipeline
 
     summary = pipeline.report(args.result, args.features, args.out, truth=args.truth, model=args.model,
-                              weights=args.weights)
+                              weights=args.weights, nouns=args.nouns)
     print("\n".join([f"wrote {args.out} ({summary['line']})", *(f"note: {n}" for n in summary["notes"])]))
 
 

@@ -275,11 +275,12 @@ def evaluate(result, truth) -> dict:
     return _scores(y, pred)
 
 
-def report(result, features, out, *, truth=None, model=None, weights=None, progress=True) -> dict:
+def report(result, features, out, *, truth=None, model=None, weights=None, nouns=None, progress=True) -> dict:
     """`seal-fast report`: one offline HTML page of `result` at `out` (seal_fast.report)."""
     from .report import write_report
 
-    return write_report(result, features, out, truth=truth, model=model, weights=weights, progress=progress)
+    return write_report(result, features, out, truth=truth, model=model, weights=weights, nouns=nouns,
+                        progress=progress)
 
 
 def import_arrays(arrays, out, *, patches=None, text=None, labels=None, names=None) -> FeatureStore:

@@ -375,3 +375,32 @@ def test_a_file_list_reaching_outside_the_folder_is_refused(tmp_path):
     summary = write_report(tmp_path / "labels.npy", store.path, tmp_path / "r.html", progress=False)
     assert any("one relative file name per row" in n for n in summary["notes"]), summary["notes"]
     assert "data:image" not in (tmp_path / "r.html").read_text()
+
+
+def test_a_clip_space_without_cached_nouns_is_named_by_its_text_tower(tmp_path):
+    """The real CLIP RN50 architecture with random weights saved to a local file (no hub):
+    the report embeds the given nouns with its text tower and names the clusters from them."""
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    torch.manual_seed(0)
+    clip = open_clip.create_model("RN50", pretrained=None, force_quick_gelu=True).eval()
+    torch.save(clip.state_dict(), tmp_path / "rn50.pt")
+    nouns = ["cat", "dog", "car", "tree", "boat"]
+    (tmp_path / "nouns.txt").write_text("\n".join(nouns))
+    with torch.no_grad():
+        text = clip.encode_text(open_clip.get_tokenizer("RN50")([f"a photo of the small {n}." for n in nouns]))
+    rng = np.random.default_rng(0)
+    Z = np.concatenate([text[1].numpy() + 0.01 * rng.normal(size=(30, text.shape[1])),
+                        rng.normal(size=(30, text.shape[1]))]).astype(np.float32)
+    y = np.repeat([0, 1], 30)
+    write_store(tmp_path / "f", spaces={"clip-rn50": Z}, labels=y,
+                meta={"backbones": {"clip-rn50": {}}, "source": {"kind": "folder", "path": "gone"}})
+    np.save(tmp_path / "l.npy", y)
+    rc, text_out, err = cli("report", tmp_path / "l.npy", "--features", tmp_path / "f", "--weights",
+                            tmp_path / "rn50.pt", "--nouns", tmp_path / "nouns.txt", "--out", tmp_path / "r.html")
+    assert rc == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "text tower over 5 nouns" in page
+    first = re.search(r'id="c0".*?</summary>', page, flags=re.S).group(0)
+    assert re.search(r'class="name">dog<|best guesses: dog ', first), first  # its name, or its first guess

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import SealFastError
+from ..backbones.clip import CLIP_MODELS
 from ..store import FeatureStore
 from ..validation import check_labels
 from .content import build_content
@@ -82,7 +83,28 @@ def _check_model(model, labels: np.ndarray, Zs, run: dict) -> None:
                             "give the model of this result")
 
 
-def _names(store, Zs, spaces, labels, k, weights=None) -> tuple[dict, str]:
+def _noun_embeddings(store, backbone, weights, nouns_path, progress):
+    """(noun embeddings, nouns, where they came from): the store's cache (`embed --with-text`)
+    when it holds the nouns asked for, else the CLIP text tower (--weights, or the hub online)."""
+    from ..text_counterparts import read_nouns
+
+    cache = f"nouns_{backbone}"
+    cached = (store.manifest.get("text") or {}).get("nouns") if isinstance(store.manifest.get("text"), dict) else None
+    if nouns_path is None and store.has(cache) and isinstance(cached, list) and \
+            len(cached) == store.entry(cache)["shape"][0]:
+        return store.array(cache), cached, f"{len(cached)} nouns (cached by `embed --with-text`)"
+    import open_clip
+
+    from ..backbones.clip import create_clip_model
+    from ..text_counterparts import embed_nouns
+
+    words = read_nouns(nouns_path)
+    model = create_clip_model(backbone, weights)
+    emb = embed_nouns(model, open_clip.get_tokenizer(CLIP_MODELS[backbone]), words, "cpu", progress=progress)
+    return emb, words, f"{len(words)} nouns ({nouns_path or 'WordNet'})"
+
+
+def _names(store, Zs, spaces, labels, k, weights=None, nouns=None, progress=True) -> tuple[dict, str]:
     """({cluster: ClusterName}, how they were made or why there are none). A missing
     namer (no WordNet, no weights) leaves the page without names, not unwritten."""
     source = store.manifest.get("source") if isinstance(store, FeatureStore) else None
@@ -97,26 +119,23 @@ def _names(store, Zs, spaces, labels, k, weights=None) -> tuple[dict, str]:
                 continue
             if backbone in custom and weights is None:
                 return {}, (f"none: {backbone} was embedded with its own weights ({custom[backbone]}); "
-                            "pass them with --weights to name the clusters with its ImageNet head")
+                            "pass them with --weights to name the clusters with its own head")
             head = imagenet_head(backbone, weights)
             if head is not None and head.in_features == Z.shape[1]:
                 return (name_with_imagenet(Z, labels, k, head),
                         f"{backbone}'s own ImageNet classifier on the stored embedding, mean posterior per "
                         f"cluster; a name (a class, or a WordNet hypernym of at most {MAX_LEAVES} classes) needs "
                         f"at least {NAME_THRESHOLD} of it")
-            cache = f"nouns_{backbone}"
-            nouns = (store.manifest.get("text") or {}).get("nouns")
-            if store.has(cache) and isinstance(nouns, list) and len(nouns) == store.entry(cache)["shape"][0]:
-                return (name_with_text(Z, labels, k, store.array(cache), nouns),
-                        f"zero-shot: {backbone}'s text tower over {len(nouns)} nouns (cached by `embed --with-text`)")
+            if backbone in CLIP_MODELS:
+                emb, words, how = _noun_embeddings(store, backbone, weights, nouns, progress)
+                return name_with_text(Z, labels, k, emb, words), f"zero-shot: {backbone}'s text tower over {how}"
     except SealFastError as exc:
         return {}, f"none: {exc}"
-    return {}, ("none: no space comes from a network with an ImageNet head (EfficientNet-Lite), and no CLIP "
-                "space has noun embeddings (`seal-fast embed --with-text`)")
+    return {}, "none: no space comes from a network with an ImageNet head (EfficientNet-Lite) or a CLIP text tower"
 
 
-def make_report(result, features, *, truth=None, model=None, weights=None, title=None, progress=True,
-                **array_options) -> tuple[str, dict]:
+def make_report(result, features, *, truth=None, model=None, weights=None, nouns=None, title=None,
+                progress=True, **array_options) -> tuple[str, dict]:
     """(the page's HTML, a summary: names, notes, timings). Nothing is written.
 
     Args:
@@ -125,7 +144,9 @@ def make_report(result, features, *, truth=None, model=None, weights=None, title
         truth: true labels, a LABELS.npy or a store; default: the store's labels, if any.
         model: a fitted estimator or a model file: typicality from its labeler (else the
             cosine to the cluster's mean).
-        weights: a local checkpoint of the naming network, when not the installed one.
+        weights: a local checkpoint of the naming network, when not the installed one
+            (for a CLIP space without cached nouns: its text tower's, else the hub's).
+        nouns: a noun list (one a line) for zero-shot naming instead of WordNet's.
     """
     from ..models import load_model
     from ..pipeline import as_inputs, load_labels
@@ -163,7 +184,7 @@ def make_report(result, features, *, truth=None, model=None, weights=None, title
     ids, compact = np.unique(labels, return_inverse=True)  # the namers see the clusters used, numbered densely
     k = getattr(model, "n_clusters", None) or run.get("n_clusters") or ids.size
     content = build_content(labels, Zs, n_clusters=k, model=model, truth=y, class_names=class_names, run=run)
-    names, content.naming = _names(store, Zs, spaces, compact, ids.size, weights)
+    names, content.naming = _names(store, Zs, spaces, compact, ids.size, weights, nouns, progress)
     for view in content.clusters:
         view.name = names.get(int(np.searchsorted(ids, view.cluster)))
     thumbs, why = open_thumbnails(store)
@@ -190,8 +211,8 @@ def make_report(result, features, *, truth=None, model=None, weights=None, title
     return page, summary
 
 
-def write_report(result, features, out, *, truth=None, model=None, weights=None, title=None, progress=True,
-                 **array_options) -> dict:
+def write_report(result, features, out, *, truth=None, model=None, weights=None, nouns=None, title=None,
+                 progress=True, **array_options) -> dict:
     """Write the report of `result` to `out` (an .html file, written whole or not at all);
     returns make_report's summary with the file's path and size."""
     from ..files import atomic_path, check_outputs
@@ -203,11 +224,11 @@ def write_report(result, features, out, *, truth=None, model=None, weights=None,
     inputs += [Path(p) for p in ([features] if isinstance(features, (str, Path)) else
                                  features if isinstance(features, (list, tuple)) else [])]
     inputs += [features.path] if isinstance(features, FeatureStore) else []
-    inputs += [Path(p) for p in (truth, model, weights) if isinstance(p, (str, Path))]
+    inputs += [Path(p) for p in (truth, model, weights, nouns) if isinstance(p, (str, Path))]
     inputs += [Path(p) for p in array_options.values() if isinstance(p, (str, Path))]
     check_outputs({"--out": out}, inputs=inputs)
-    page, summary = make_report(result, features, truth=truth, model=model, weights=weights, title=title,
-                                progress=progress, **array_options)
+    page, summary = make_report(result, features, truth=truth, model=model, weights=weights, nouns=nouns,
+                                title=title, progress=progress, **array_options)
     with atomic_path(out, ".html") as tmp:
         Path(tmp).write_text(page, encoding="utf-8")
     summary["path"] = str(out)
