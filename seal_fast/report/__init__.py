@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import SealFastError
 from ..backbones.clip import CLIP_MODELS
+from ..errors import SealFastError
 from ..store import FeatureStore
 from ..validation import check_labels
 from .content import build_content
