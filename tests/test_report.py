@@ -242,7 +242,7 @@ def test_bad_truth_is_refused(tmp_path):
 def test_nan_features_name_their_row(tmp_path):
     Z, y = blobs(n=60, k=2)
     Z[17, 3] = np.nan
-    with pytest.raises(SealFastError, match="features row 17 holds NaN"):
+    with pytest.raises(SealFastError, match=r"features \(space 0\): row 17 contains NaN"):
         build_content(y, [Z])
 
 

@@ -19,9 +19,8 @@ from scipy.optimize import linear_sum_assignment
 
 from ..errors import SealFastError
 from ..metrics import evaluate, matched_order
-from ..validation import UNLABELLED
-
-ROW_BLOCK = 65536
+from ..rows import ROW_BLOCK
+from ..validation import UNLABELLED, check_finite
 
 
 @dataclass
@@ -109,16 +108,6 @@ def thumbnail_counts(n_clusters: int, budget: int = 6000) -> tuple[int, int]:
     return per - doubtful, doubtful
 
 
-def first_bad_row(Zs) -> int | None:
-    """The first row holding NaN or inf in any space, or None."""
-    for Z in Zs:
-        for s in range(0, Z.shape[0], ROW_BLOCK):
-            bad = np.flatnonzero(~np.isfinite(np.asarray(Z[s:s + ROW_BLOCK])).all(axis=1))
-            if bad.size:
-                return s + int(bad[0])
-    return None
-
-
 def build_content(labels: np.ndarray, Zs, *, n_clusters: int | None = None, model=None, truth=None,
                   class_names=None, run: dict | None = None) -> ReportContent:
     """Everything but the names and thumbnails (added by the caller). Cluster ids may
@@ -126,10 +115,10 @@ def build_content(labels: np.ndarray, Zs, *, n_clusters: int | None = None, mode
     labels = np.array(labels, dtype=np.int64)  # a copy: a memory-mapped result is read-only
     ids, compact = np.unique(labels, return_inverse=True)
     score, how = typicality(Zs, labels, compact, ids.size, model)
-    if not np.isfinite(score).all():
-        row = first_bad_row(Zs)
-        raise SealFastError(f"features row {row if row is not None else int(np.argmin(np.isfinite(score)))} "
-                            "holds NaN or inf")
+    if not np.isfinite(score).all():  # only then scanned: the fit that made the labels scanned them already
+        for i, Z in enumerate(Zs):
+            check_finite(Z, f"features (space {i})")
+        raise SealFastError("the typicality of some rows is not finite (the model's probabilities)")
     ranked = members_by_typicality(compact, score, ids.size)
     n_typ, n_doubt = thumbnail_counts(ids.size)
     views = {}

@@ -3,12 +3,12 @@ no script, no font, no request to anywhere. Every text that came from outside (c
 names, file names, settings) is escaped."""
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 
 import numpy as np
+
+from .thumbnails import data_uri
 
 OPEN_UP_TO = 50          # clusters shown open; beyond this many they start collapsed (K = 1000 stays usable)
 TABLE_UP_TO = 40         # a confusion matrix this size or smaller is a table; larger, a heat-map image
@@ -70,10 +70,7 @@ def _heatmap_uri(table: np.ndarray) -> str:
     shade = (255 - 215 * (table / peak)).astype(np.uint8)
     img = Image.fromarray(np.stack([shade, shade, np.full_like(shade, 255)], axis=-1))
     scale = max(1, 800 // max(table.shape))
-    img = img.resize((table.shape[1] * scale, table.shape[0] * scale), Image.NEAREST)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return data_uri(img.resize((table.shape[1] * scale, table.shape[0] * scale), Image.NEAREST))
 
 
 def _confusion(content) -> str:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import SealFastError
+from ..rows import ROW_BLOCK
 from .wordnet import NounHierarchy, wnid_offset
 
 # The lowest mean posterior a name needs, measured (bench/results/naming-cpu-2026-12-04.md):
@@ -32,7 +33,6 @@ NAME_THRESHOLD = 0.6
 # "device", "invertebrate", "container"); "bird" (59 classes), "clothing" and "footwear" still qualify.
 MAX_LEAVES = 60
 CLIP_LOGIT_SCALE = 100.0
-ROW_BLOCK = 65536
 
 
 @dataclass

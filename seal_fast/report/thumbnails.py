@@ -41,20 +41,22 @@ class Thumbnails:
         return image_uri(image)
 
 
+def data_uri(img, kind: str = "png") -> str:
+    """A PIL image as a `data:` URI (PNG, or JPEG at quality 80)."""
+    buf = io.BytesIO()
+    img.save(buf, format=kind.upper(), **({"optimize": True} if kind == "png" else {"quality": 80}))
+    return f"data:image/{kind};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
 def image_uri(image: np.ndarray) -> str:
     """(H, W, 3) uint8 -> a small PNG (tiny images, kept sharp) or JPEG `data:` URI."""
     from PIL import Image
 
     img = Image.fromarray(image)
-    buf = io.BytesIO()
     if max(img.size) <= SMALL:
-        img.save(buf, format="PNG", optimize=True)
-        kind = "png"
-    else:
-        img.thumbnail((THUMB, THUMB), Image.BICUBIC)
-        img.save(buf, format="JPEG", quality=80)
-        kind = "jpeg"
-    return f"data:image/{kind};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+        return data_uri(img, "png")
+    img.thumbnail((THUMB, THUMB), Image.BICUBIC)
+    return data_uri(img, "jpeg")
 
 
 def _source(store):
