@@ -16,12 +16,19 @@ ALIASES = {"n_neighbors": ("--neighbors",)}
 ARRAY_OPTIONS = ("patches", "text", "labels", "names")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other error (the usage is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .backbones import DEFAULT_BACKBONE, DEFAULT_PATCH_BACKBONE
     from .models import METHODS
     from .pipeline import describe_param
 
-    p = argparse.ArgumentParser(prog="seal-fast", description="Discover the categories of unlabeled images.")
+    p = _Parser(prog="seal-fast", description="Discover the categories of unlabeled images.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     i = sub.add_parser("info", help="versions, compiled backends and visible devices")
     i.add_argument("--check", action="store_true", help="also check every compiled op against its reference")
