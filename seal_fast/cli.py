@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("inputs", nargs="+", metavar="FEATDIR|ARRAY", help="a feature store, or .npy/.npz/.pt files")
     _array_options(c)
     c.add_argument("--method", required=True, choices=METHODS)
-    c.add_argument("--n-clusters", required=True, type=int, metavar="K")
+    c.add_argument("--n-clusters", required=True, metavar="K|auto|auto:KMIN-KMAX",
+                   help="K, or 'auto' to choose it (in 2..~sqrt(N); auto:KMIN-KMAX a range of your own)")
     c.add_argument("--spaces", nargs="+", default=None, metavar="NAME", help="spaces to use (default: all)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--device", default="auto")
@@ -158,11 +159,14 @@ def _input_paths(args) -> list[Path]:
 
 def cmd_cluster(args):
     from . import distributed, pipeline
-    from .files import check_outputs, labels_output
+    from .choose_k import parse_n_clusters
+    from .files import check_outputs, k_plot_output, labels_output
 
     out, report_path = labels_output(args.out)
     outputs = {"--out": out, "the run report": report_path, **({"--save-model": Path(args.save_model)}
                                                                 if args.save_model else {})}
+    if not isinstance(parse_n_clusters(args.n_clusters), int):
+        outputs["the plot of K's scores"] = k_plot_output(out)
     # under torchrun every rank fits the same model (the neighbour search is split over them); rank 0 writes
     rank, _, device = distributed.init(args.device) if distributed.launched() else (0, 1, args.device)
     tuning = {name: getattr(args, name) for name in TUNABLE if getattr(args, name) is not None}

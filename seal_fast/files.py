@@ -180,3 +180,9 @@ def labels_output(path) -> tuple[Path, Path]:
         raise SealFastError(f"--out {out}: the labels are written as a .npy file (the run report goes beside "
                             "it with .json); give a path ending in .npy")
     return out, out.with_suffix(".json")
+
+
+def k_plot_output(labels_path) -> Path:
+    """Where a run that chose K draws its scores: beside the labels, `<name>-k.png`."""
+    out = Path(labels_path)
+    return out.with_name(out.stem + "-k.png")

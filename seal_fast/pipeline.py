@@ -44,6 +44,8 @@ class ClusterRun:
     def summary(self) -> str:
         """One line: how many labels and clusters, and the evaluation (or why there is none)."""
         line = f"{self.labels.shape[0]} labels, {len(np.unique(self.labels))} clusters used"
+        if "choose_k" in self.report:
+            line += f" (K={self.report['n_clusters']} chosen in {self.report['n_clusters_asked']})"
         if "evaluation" in self.report:
             return line + f"; against the inputs' labels: {json.dumps(self.report['evaluation'])}"
         if "evaluation_skipped" in self.report:
@@ -160,7 +162,7 @@ def cluster(inputs, method: str, n_clusters, *, spaces=None, seed: int = 0, devi
     Args:
         inputs: a feature store, array files, or an opened store / ArrayInputs.
         method: one of METHODS.
-        n_clusters: K.
+        n_clusters: K, or "auto" / "auto:KMIN-KMAX" / a range to choose it (choose_k).
         spaces: the visual spaces to use (default: all of the inputs').
         array_options: with array files, their patches / text / labels / names (as the CLI's flags).
         params: the estimator's parameters (None: its default).
@@ -196,7 +198,7 @@ def run_report(model, store, spaces, labels, timings, truth=None, skipped=None) 
     info = build_info()
     report = {
         "method": model.method,
-        "n_clusters": model.n_clusters,
+        "n_clusters": model.n_clusters_,
         "n": int(labels.shape[0]),
         "inputs": describe(store),
         "spaces": spaces,
@@ -210,6 +212,9 @@ def run_report(model, store, spaces, labels, timings, truth=None, skipped=None) 
         "versions": {k: info[k] for k in ("seal_fast", "torch", "compiled_ops")},
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if model.k_search_ is not None:
+        report["n_clusters_asked"] = str(model.n_clusters)
+        report["choose_k"] = model.k_search_.report()
     if truth is not None:  # for information only: labels are never used for fitting
         report["evaluation"] = _scores(truth, labels)
     elif skipped is not None:
@@ -220,10 +225,14 @@ def run_report(model, store, spaces, labels, timings, truth=None, skipped=None) 
 def save_run(run: ClusterRun, labels_path, model_path=None) -> None:
     """Write a run's labels (`.npy`), its report beside them (`.json`) and, when asked, the
     model, all together or none (check the paths first: files.check_outputs)."""
-    from .files import labels_output, staged_outputs, write_json, write_npy
+    from .choose_k import plot_scores
+    from .files import k_plot_output, labels_output, staged_outputs, write_json, write_npy
 
     out, report_path = labels_output(labels_path)
     with staged_outputs() as stage:
+        if run.model.k_search_ is not None:
+            plot_scores(run.model.k_search_, stage(k_plot_output(out), ".png"),
+                        f"{run.model.method}: eigengap of the kNN graph against K")
         if model_path:
             run.model.save(stage(model_path, ".pt"))
         write_npy(stage(out, ".npy"), run.labels)

@@ -280,11 +280,18 @@ class OneOf:
         return check_choice(value, self.values, name)
 
 
+CLUSTERS_HELP = ("K, the number of clusters: a whole number, or 'auto' / 'auto:KMIN-KMAX' to choose it "
+                 "(the largest eigengap of the kNN graph)")
+
+
 class Clusters:
-    type = int
+    """n_clusters: a whole number, or "auto" / "auto:KMIN-KMAX" / a range (choose_k)."""
+    type = str
 
     def __call__(self, value, name: str):
-        return check_n_clusters(value)
+        from .choose_k import parse_n_clusters
+
+        return parse_n_clusters(value)
 
 
 class Device:

@@ -194,7 +194,11 @@ def test_a_model_whose_params_contradict_its_state_is_refused(tmp_path, store):
 
     model = _fitted_kmeans(tmp_path, store)
     payload = torch.load(model, weights_only=True)
-    payload["params"]["n_clusters"] = 4  # the state holds 3 centres
+    payload["params"]["n_clusters"] = 4  # the state holds K=3 and 3 centres
+    torch.save(payload, model)
+    rc, _, err = cli("predict", model, store.path, "--out", tmp_path / "p.npy")
+    one_line_error(rc, err, "damaged or altered", "n_clusters_=3 disagrees with n_clusters=4")
+    payload["state"]["n_clusters_"] = 4  # K agrees now, the centres do not
     torch.save(payload, model)
     rc, _, err = cli("predict", model, store.path, "--out", tmp_path / "p.npy")
     one_line_error(rc, err, "damaged or altered", "cluster_centers_ has shape (3,")

@@ -8,10 +8,14 @@ from typing import ClassVar
 import torch
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from ..choose_k import choose_k, parse_n_clusters
 from ..errors import NotFitted, SealFastError
-from ..validation import Device, Flag, Whole, as_spaces, check_int, check_same_dims, check_scale, resolve_device
+from ..kmeans_algorithm import prepare_spaces
+from ..validation import (Device, Flag, Whole, as_spaces, check_int, check_n_clusters, check_same_dims, check_scale,
+                          resolve_device)
 from .persistence import load_model, save_model
 from .registry import refuse_renamed
+from .tensors import to_tensors
 
 
 def param(default=dataclasses.MISSING, *, check, help: str = ""):
@@ -95,6 +99,20 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
                 check_scale(Z, f"features[{i}]" if len(Zs) > 1 else "features")
         return Zs
 
+    def _choose_n_clusters(self, Zs) -> int:
+        """K for this fit: `n_clusters` itself, or with "auto" or a range the K that
+        choose_k picks on the visual spaces (L2-normalised, concatenated). Sets
+        `n_clusters_` and `k_scores_` (None for a fixed K)."""
+        spec = parse_n_clusters(self.n_clusters)
+        n = Zs[0].shape[0]
+        if isinstance(spec, int):
+            self.n_clusters_, self.k_scores_, self.k_search_ = check_n_clusters(spec, n), None, None
+            return self.n_clusters_
+        choice = choose_k(prepare_spaces(to_tensors(Zs, self.resolved_device())), spec, seed=self.seed,
+                          progress=self.verbose)
+        self.n_clusters_, self.k_scores_, self.k_search_ = choice.k, choice.scores, choice
+        return choice.k
+
     def _check_fitted(self):
         if not hasattr(self, "feature_dims_"):
             raise NotFitted(f"this {type(self).__name__} is not fitted yet; call fit first")
@@ -108,10 +126,21 @@ class ClusterEstimator(ClusterMixin, BaseEstimator):
     # --- persistence -------------------------------------------------------
     def _state(self) -> dict:
         """Learned state as tensors / plain values (subclasses extend)."""
-        return {"feature_dims_": list(self.feature_dims_)}
+        return {"feature_dims_": list(self.feature_dims_), "n_clusters_": self.n_clusters_,
+                "k_scores_": None if self.k_scores_ is None else {int(k): float(v) for k, v in self.k_scores_.items()}}
 
     def _set_state(self, state: dict) -> None:
         self.feature_dims_ = [check_int(d, "feature_dims_", 1, 1 << 24) for d in state["feature_dims_"]]
+        # files written before K could be chosen hold a fixed n_clusters and no n_clusters_
+        spec = parse_n_clusters(self.n_clusters)
+        fixed = spec if isinstance(spec, int) else None
+        self.n_clusters_ = check_int(state.get("n_clusters_", fixed), "n_clusters_", 1, 1 << 24)
+        if fixed is not None and self.n_clusters_ != fixed:
+            raise SealFastError(f"the saved n_clusters_={self.n_clusters_} disagrees with n_clusters={fixed}")
+        scores = state.get("k_scores_")
+        self.k_scores_ = None if scores is None else {check_int(k, "k_scores_", 1, 1 << 24): float(v)
+                                                      for k, v in dict(scores).items()}
+        self.k_search_ = None
 
     def save(self, path) -> None:
         """Write the fitted model to `path` (atomically; persistence.save_model)."""

@@ -9,7 +9,7 @@ import torch
 
 from ..errors import SealFastError
 from ..kmeans_algorithm import assign, kmeans, prepare_spaces
-from ..validation import Clusters, Real, Whole, check_n_clusters
+from ..validation import CLUSTERS_HELP, Clusters, Real, Whole
 from .base import ClusterEstimator, param
 from .registry import register
 from .tensors import to_tensors
@@ -22,7 +22,8 @@ class KMeans(ClusterEstimator):
 
     Parameters
     ----------
-    n_clusters : int
+    n_clusters : int, "auto", "auto:KMIN-KMAX" or range
+        K; "auto" chooses it in 2..~sqrt(N) (choose_k), a range within it.
     n_init : int, default 10
         Restarts (k-means++ seeding each); the lowest inertia wins.
     max_iter, tol : Lloyd iteration limits.
@@ -31,6 +32,7 @@ class KMeans(ClusterEstimator):
 
     Attributes
     ----------
+    n_clusters_ : the K fitted (chosen with "auto"); k_scores_ : {K: score} of the search, or None
     labels_ : (N,) int64
     cluster_centers_ : (K, sum d_k) float32, in the normalised concatenated space
     inertia_, n_iter_, fit_seconds_
@@ -44,7 +46,7 @@ class KMeans(ClusterEstimator):
     method = "kmeans"
     scale_invariant = True  # every row is normalised (safely, kmeans_algorithm.unit_rows) before anything else
 
-    n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
+    n_clusters: int | str | range = param(check=Clusters(), help=CLUSTERS_HELP)
     _: KW_ONLY
     n_init: int = param(10, check=Whole(), help="restarts (k-means++ seeding each); the lowest inertia wins")
     max_iter: int = param(300, check=Whole(), help="Lloyd iterations per restart, at most")
@@ -52,7 +54,7 @@ class KMeans(ClusterEstimator):
 
     def fit(self, Zs, y=None):
         Zs = self._check_fit_input(Zs)
-        k = check_n_clusters(self.n_clusters, Zs[0].shape[0])
+        k = self._choose_n_clusters(Zs)
         device = self.resolved_device()
         t0 = time.perf_counter()
         X = prepare_spaces(to_tensors(Zs, device))
@@ -80,10 +82,10 @@ class KMeans(ClusterEstimator):
     def _set_state(self, state):
         super()._set_state(state)
         centers = state["cluster_centers_"]
-        expected = (self.n_clusters, sum(self.feature_dims_))
+        expected = (self.n_clusters_, sum(self.feature_dims_))
         if not isinstance(centers, torch.Tensor) or tuple(centers.shape) != expected:
             raise SealFastError(f"cluster_centers_ has shape {tuple(getattr(centers, 'shape', ()))}, but "
-                                f"n_clusters={self.n_clusters} and the fitted widths {self.feature_dims_} "
+                                f"n_clusters_={self.n_clusters_} and the fitted widths {self.feature_dims_} "
                                 f"need {expected}")
         self.cluster_centers_ = centers
         self.labels_ = state["labels_"].numpy()

@@ -13,7 +13,7 @@ from ..distillation import (RESTART_CHOICES, ClusterHead, Modality, distill_with
 from ..errors import SealFastError
 from ..rows import by_row_blocks
 from ..text_counterparts import textual_compactness
-from ..validation import Clusters, OneOf, Real, Whole, as_feature_matrix
+from ..validation import CLUSTERS_HELP, Clusters, OneOf, Real, Whole, as_feature_matrix
 from .base import param
 from .registry import register
 from .stages import SpatialDistillation
@@ -39,7 +39,8 @@ class SATC(SpatialDistillation):
 
     Parameters
     ----------
-    n_clusters : int
+    n_clusters : int, "auto", "auto:KMIN-KMAX" or range
+        K; "auto" chooses it in 2..~sqrt(N) (choose_k), a range within it.
     max_epochs : int, default 5
         At most this many epochs per restart (training stops earlier when the
         loss stops improving, below). The paper trains up to 200 with
@@ -68,6 +69,7 @@ class SATC(SpatialDistillation):
 
     Attributes
     ----------
+    n_clusters_ : the K fitted (chosen with "auto"); k_scores_ : {K: score} of the search, or None
     labels_, head_ (the visual head), text_compactness_ (tau or None),
     text_used_ (bool), restart_labels_ (every restart's visual-head partition,
     (R, N)), fit_details_
@@ -77,7 +79,7 @@ class SATC(SpatialDistillation):
     accepts = ("patches", "text")
     renamed = {"batch_size": "distill_batch_size", "epochs": "max_epochs"}
 
-    n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
+    n_clusters: int | str | range = param(check=Clusters(), help=CLUSTERS_HELP)
     _: KW_ONLY
     max_epochs: int = param(5, check=Whole(), help="mutual-distillation epochs per restart, at most")
     restarts: int = param(5, check=Whole(), help="distillation restarts, one of which is kept (restart_choice)")
@@ -168,7 +170,7 @@ class SATC(SpatialDistillation):
 
     def _set_state(self, state):
         super()._set_state(state)
-        self.head_ = head_from_state(state["head"], self.feature_dims_[0], self.n_clusters)
+        self.head_ = head_from_state(state["head"], self.feature_dims_[0], self.n_clusters_)
         self.labels_ = state["labels_"].numpy()
         self.text_compactness_ = state["text_compactness_"]
         self.text_used_ = state["text_used_"]

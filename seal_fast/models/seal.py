@@ -10,7 +10,7 @@ import torch
 from ..distillation import distill_with_restarts, head_from_state, spatially_aware_embedding, visual_and_spatial
 from ..labeling import TaskEncoder, human_labeling
 from ..self_labeling import self_label
-from ..validation import Clusters, Flag, OneOf, Whole
+from ..validation import CLUSTERS_HELP, Clusters, Flag, OneOf, Whole
 from .base import param
 from .registry import register
 from .stages import LabelingSettings, SpatialDistillation
@@ -35,7 +35,8 @@ class SEAL(SpatialDistillation, LabelingSettings):
 
     Parameters
     ----------
-    n_clusters : int
+    n_clusters : int, "auto", "auto:KMIN-KMAX" or range
+        K; "auto" chooses it in 2..~sqrt(N) (choose_k), a range within it.
     iterations : int, default 6000
         Outer iterations of the human labeling (at most, with the stopping rule).
     stop_tol, stop_window, stop_patience :
@@ -82,6 +83,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
 
     Attributes
     ----------
+    n_clusters_ : the K fitted (chosen with "auto"); k_scores_ : {K: score} of the search, or None
     labels_ : (N,) int64
     heads_ : list of fitted visual ClusterHeads (one per space, the kept restart's)
     label_heads_ : per space, the visual heads whose phi_hat the labeling sees
@@ -94,7 +96,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
     accepts = ("patches",)
     renamed = {"batch_size": "distill_batch_size"}
 
-    n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
+    n_clusters: int | str | range = param(check=Clusters(), help=CLUSTERS_HELP)
     _: KW_ONLY
     label_on: str = param("phi+phi_hat", check=OneOf(LABEL_ON),
                           help="spaces of the human labeling: phi and phi_hat, or phi_hat alone (the paper)")
@@ -213,14 +215,14 @@ class SEAL(SpatialDistillation, LabelingSettings):
 
     def _set_state(self, state):
         super()._set_state(state)
-        self.heads_ = [head_from_state(sd, d, self.n_clusters) for d, sd in zip(self.feature_dims_, state["heads"])]
+        self.heads_ = [head_from_state(sd, d, self.n_clusters_) for d, sd in zip(self.feature_dims_, state["heads"])]
         if "label_heads" not in state:  # written before label_on/label_restarts: the paper's labeling on phi_hat
             self.label_on, self.label_restarts = "phi_hat", "kept"
         label_heads = state.get("label_heads", [[sd] for sd in state["heads"]])
-        self.label_heads_ = [[head_from_state(sd, d, self.n_clusters) for sd in heads]
+        self.label_heads_ = [[head_from_state(sd, d, self.n_clusters_) for sd in heads]
                              for d, heads in zip(self.feature_dims_, label_heads)]
         labeler = state["labeler"]  # one weight matrix v.i (K, d_i) per labeling space
         n_spaces = sum(1 for name in labeler if name.startswith("v."))
-        self.labeler_ = TaskEncoder([labeler[f"v.{i}"].shape[1] for i in range(n_spaces)], self.n_clusters)
+        self.labeler_ = TaskEncoder([labeler[f"v.{i}"].shape[1] for i in range(n_spaces)], self.n_clusters_)
         self.labeler_.load_state_dict(labeler)
         self.labels_ = state["labels_"].numpy()

@@ -10,7 +10,7 @@ from ..errors import SealFastError
 from ..labeling import LabelingConfig
 from ..ops import BACKENDS, LEVELS
 from ..spatial import require_patches
-from ..validation import OneOf, Real, Whole, check_n_clusters, check_neighbors
+from ..validation import OneOf, Real, Whole, check_neighbors
 from .base import ClusterEstimator, param
 
 
@@ -41,7 +41,7 @@ class SpatialDistillation(ClusterEstimator):
         if n < 2:
             raise SealFastError(f"{type(self).__name__} needs at least 2 samples (each is distilled towards its "
                                 f"neighbours); got N={n}")
-        n_clusters = check_n_clusters(self.n_clusters, n)
+        n_clusters = self._choose_n_clusters(Zs)
         P = require_patches(patches, n, self.patch_neighbors, type(self).__name__)
         n_neighbors = check_neighbors(self.n_neighbors, n)
         config = DistillConfig(batch_size=self.distill_batch_size, temperature=self.temperature,

@@ -8,7 +8,7 @@ import torch
 
 from ..labeling import TaskEncoder, human_labeling
 from ..ops import BACKENDS
-from ..validation import Clusters, Flag, OneOf, Real, Whole, check_n_clusters
+from ..validation import CLUSTERS_HELP, Clusters, Flag, OneOf, Real, Whole
 from .base import param
 from .registry import register
 from .stages import LabelingSettings
@@ -22,7 +22,8 @@ class TURTLE(LabelingSettings):
 
     Parameters
     ----------
-    n_clusters : int
+    n_clusters : int, "auto", "auto:KMIN-KMAX" or range
+        K; "auto" chooses it in 2..~sqrt(N) (choose_k), a range within it.
     iterations : int, default 6000
         Outer iterations T (at most, with the stopping rule).
     stop_tol, stop_window, stop_patience : float, int, int, default 0.02, 100, 3
@@ -47,6 +48,7 @@ class TURTLE(LabelingSettings):
 
     Attributes
     ----------
+    n_clusters_ : the K fitted (chosen with "auto"); k_scores_ : {K: score} of the search, or None
     labels_ : (N,) int64
     encoder_ : the fitted TaskEncoder
     n_iter_ : outer iterations run
@@ -62,7 +64,7 @@ class TURTLE(LabelingSettings):
     method = "turtle"
     renamed = {"batch_size": "labeling_batch_size"}
 
-    n_clusters: int = param(check=Clusters(), help="K, the number of clusters")
+    n_clusters: int | str | range = param(check=Clusters(), help=CLUSTERS_HELP)
     _: KW_ONLY
     inner_steps: int = param(10, check=Whole(), help="Adam steps M of the inner linear classifiers")
     gamma: float = param(10.0, check=Real(0.0), help="weight of the batch-mean labeling's entropy")
@@ -78,7 +80,7 @@ class TURTLE(LabelingSettings):
 
     def fit(self, Zs, y=None):
         Zs = self._check_fit_input(Zs)
-        k = check_n_clusters(self.n_clusters, Zs[0].shape[0])
+        k = self._choose_n_clusters(Zs)
         device = self.resolved_device()
         X = to_tensors(Zs, device)
         result = human_labeling(X, k, self._labeling_config(), seed=self.seed, backend=self.backend,
@@ -113,7 +115,7 @@ class TURTLE(LabelingSettings):
 
     def _set_state(self, state):
         super()._set_state(state)
-        enc = TaskEncoder(self.feature_dims_, self.n_clusters)
+        enc = TaskEncoder(self.feature_dims_, self.n_clusters_)
         enc.load_state_dict(state["encoder"])
         self.encoder_ = enc
         self.labels_ = state["labels_"].numpy()

@@ -68,7 +68,7 @@ def _spaces(store, run: dict, model) -> list[str]:
 def _check_model(model, labels: np.ndarray, Zs, run: dict) -> None:
     """The model must be the one that gave these labels: its method, its K, and its own
     predictions on a sample of the rows."""
-    k = getattr(model, "n_clusters", None)
+    k = getattr(model, "n_clusters_", None)
     if run.get("method") and run["method"] != model.method:
         raise SealFastError(f"the model is a {model.method} model but the result was made by {run['method']}: "
                             "give the model of this result")
@@ -182,7 +182,7 @@ def make_report(result, features, *, truth=None, model=None, weights=None, nouns
             y = None
     class_names = store.manifest.get("class_names") if isinstance(store, FeatureStore) else None
     ids, compact = np.unique(labels, return_inverse=True)  # the namers see the clusters used, numbered densely
-    k = getattr(model, "n_clusters", None) or run.get("n_clusters") or ids.size
+    k = getattr(model, "n_clusters_", None) or run.get("n_clusters") or ids.size
     content = build_content(labels, Zs, n_clusters=k, model=model, truth=y, class_names=class_names, run=run)
     names, content.naming = _names(store, Zs, spaces, compact, ids.size, weights, nouns, progress)
     for view in content.clusters:
