@@ -1,0 +1,254 @@
+"""Choosing K without labels: the criteria compared, and `n_clusters="auto"` per method
+against the true K. The command behind the "Choosing K" tables (README, docs/results.md).
+
+    # which criterion: three label-free criteria on mixtures with known K, digits, Fashion-MNIST
+    python bench/choose_k.py criteria --datasets mixtures digits fashion-mnist-test \
+        --out bench/results/choose-k-criteria.jsonl
+    # n_clusters="auto" per method: the chosen K, ACC/NMI at it and at the true K, and the
+    # seconds of the auto fit (search included) against one fit at the true K
+    python bench/choose_k.py methods --datasets mixtures digits --methods kmeans turtle satc seal \
+        --seeds 0 1 2 --out bench/results/choose-k-methods.jsonl
+    python bench/choose_k.py table bench/results/choose-k-*.jsonl
+
+Mixtures are scikit-learn's `make_blobs` (N=3,000, d=32, centres in a box of +-10) with
+K in 3, 6, 12, 25 at two spreads: "separable" (cluster std 1) and "overlapping" (std 12,
+where K-Means at the true K no longer finds them all; the row says how well it does).
+Real data comes from bench/accuracy.py's cached feature stores (--cache); the search
+reads the visual spaces (Lite0's pooled features), as every method's fit does. Rows
+already in --out are skipped, so an interrupted run continues.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans as SkKMeans
+from sklearn.datasets import make_blobs
+from sklearn.decomposition import PCA
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
+
+from accuracy import inputs, machine, store_for
+from seal_fast import choose_k as ck
+from seal_fast import pipeline
+from seal_fast.inputs import ArrayInputs
+from seal_fast.kmeans_algorithm import prepare_spaces
+
+MIXTURES = [(k, spread, std) for spread, std in (("separable", 1.0), ("overlapping", 12.0)) for k in (3, 6, 12, 25)]
+PATCHES = {"kmeans": None, "turtle": None, "satc": "lite2", "seal": "lite2"}  # as bench/accuracy.py's defaults
+
+
+def mixture(k: int, std: float, seed: int, n: int = 3000, d: int = 32):
+    X, y = make_blobs(n_samples=n, centers=k, n_features=d, cluster_std=std, center_box=(-10, 10), random_state=seed)
+    return X.astype(np.float32), y
+
+
+def datasets(names: list[str], seeds: list[int], cache: Path):
+    """(name, true K, seed, ArrayInputs) for every dataset asked; a mixture is drawn per seed."""
+    for name in names:
+        if name == "mixtures":
+            for k, spread, std in MIXTURES:
+                for seed in seeds:
+                    X, y = mixture(k, std, seed)
+                    yield f"mixture-K{k}-{spread}", k, seed, ArrayInputs({"x": X}, labels=y)
+        else:
+            for seed in seeds:
+                yield name, None, seed, None
+
+
+def real_inputs(name: str, method: str, cache: Path) -> ArrayInputs:
+    return inputs(name, ["lite0"], PATCHES[method], cache)
+
+
+# --- the criteria ---------------------------------------------------------------------
+def gaussian_null(X: np.ndarray, seed: int) -> np.ndarray:
+    """Data with X's mean and covariance and no clusters: the reference a chance-corrected
+    criterion subtracts."""
+    rng = np.random.default_rng(seed)
+    mean = X.mean(0)
+    _, s, vt = np.linalg.svd(X - mean, full_matrices=False)
+    return (mean + rng.standard_normal((X.shape[0], s.size)) * (s / np.sqrt(X.shape[0])) @ vt).astype(X.dtype)
+
+
+def halves(n: int, seed: int):
+    order = np.random.default_rng(seed).permutation(n)
+    return order[: n // 2], order[n // 2:]
+
+
+def stability(X: np.ndarray, k: int, seed: int) -> float:
+    """ARI between the partitions of all rows by K-Means fitted on either half."""
+    a, b = halves(X.shape[0], seed)
+    fa = SkKMeans(k, n_init=3, random_state=seed).fit(X[a])
+    fb = SkKMeans(k, n_init=3, random_state=seed).fit(X[b])
+    return adjusted_rand_score(fa.predict(X), fb.predict(X))
+
+
+def generalisation(X: np.ndarray, k: int, seed: int) -> float:
+    """Cohen's kappa of a linear classifier, trained on one half's K-Means labels, on the
+    other half's (TURTLE's generalisation score, corrected for chance)."""
+    a, b = halves(X.shape[0], seed)
+    km = SkKMeans(k, n_init=3, random_state=seed).fit(X[a])
+    clf = LogisticRegression(max_iter=300).fit(X[a], km.labels_)
+    return cohen_kappa_score(km.predict(X[b]), clf.predict(X[b]))
+
+
+def criteria_row(name: str, true_k: int, seed: int, X: np.ndarray, kmax: int) -> dict:
+    """Every criterion's choice in 2..kmax on X (N, d) and what it cost."""
+    Xn = prepare_spaces([torch.from_numpy(np.ascontiguousarray(X))]).numpy()
+    # the two K-Means criteria run on 64 principal components (cost; the clusters live there)
+    Xp = PCA(min(64, Xn.shape[1]), random_state=seed).fit_transform(Xn).astype(np.float32)
+    null = gaussian_null(Xp, seed)
+    ks = list(range(2, kmax + 1))
+    row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(X.shape[0]), "range": [2, kmax]}
+    for crit, score in (("stability", stability), ("generalisation", generalisation)):
+        t0 = time.perf_counter()
+        raw = {k: score(Xp, k, seed) for k in ks}
+        vs_null = {k: raw[k] - score(null, k, seed) for k in ks}
+        row[crit] = {"raw_choice": max(ks, key=lambda k: (raw[k], -k)),
+                     "vs_null_choice": max(ks, key=lambda k: (vs_null[k], -k)),
+                     "raw": {k: round(v, 4) for k, v in raw.items()},
+                     "vs_null": {k: round(v, 4) for k, v in vs_null.items()}, "seconds": round(time.perf_counter() - t0, 1)}
+    for neighbors in (10, 20):
+        t0 = time.perf_counter()
+        eig, _ = ck.knn_graph_spectrum(torch.from_numpy(Xn), kmax + 1, n_neighbors=neighbors, seed=seed)
+        gaps = np.diff(eig)
+        row[f"eigengap_{neighbors}nn"] = {"choice": max(ks, key=lambda k: (gaps[k - 1], -k)),
+                                          "eigenvalues": [round(float(v), 5) for v in eig],
+                                          "seconds": round(time.perf_counter() - t0, 1)}
+    return row
+
+
+def run_criteria(args) -> None:
+    for name, true_k, seed, given in datasets(args.datasets, args.seeds, args.cache):
+        if (name, seed) in done(args.out, ("dataset", "seed")):
+            continue
+        if given is None:  # a real dataset: the seed draws the halves of the K-Means criteria
+            given = real_inputs(name, "kmeans", args.cache)
+            true_k = int(len(np.unique(given.labels())))
+        X = np.asarray(given.space(given.spaces[0]), dtype=np.float32)
+        # the range holds the true K with room above it: 2-20, or 2-30 for K=25
+        append(args.out, criteria_row(name, true_k, seed, X, min(max(20, true_k + 5), X.shape[0] - 1)))
+
+
+# --- n_clusters="auto" per method -------------------------------------------------------
+def fit(given: ArrayInputs, method: str, n_clusters, seed: int) -> tuple[dict, float]:
+    run = pipeline.cluster(given, method, n_clusters, seed=seed)
+    return run.report, run.report["timings"]["fit_s"]
+
+
+def run_methods(args) -> None:
+    for name, true_k, seed, given in datasets(args.datasets, args.seeds, args.cache):
+        for method in args.methods:
+            if (name, method, seed) in done(args.out, ("dataset", "method", "seed")):
+                continue
+            if given is None:
+                data = real_inputs(name, method, args.cache)
+            elif PATCHES[method]:  # SEAL and SATC need patches: mixtures have none
+                continue
+            else:
+                data = given
+            k = true_k or int(len(np.unique(data.labels())))
+            auto, auto_s = fit(data, method, "auto", seed)
+            fixed, fixed_s = fit(data, method, k, seed)
+            search = auto["choose_k"]
+            ks = sorted(map(int, search["scores"]))
+            append(args.out, {
+                "dataset": name, "method": method, "seed": seed, "true_k": k, "n": auto["n"],
+                "chosen_k": auto["n_clusters"], "range": [ks[0], ks[-1]],
+                "at_chosen": {m: auto["evaluation"][m] for m in ("acc", "nmi", "ari")},
+                "at_true": {m: fixed["evaluation"][m] for m in ("acc", "nmi", "ari")},
+                "search_s": search["seconds"], "auto_fit_s": round(auto_s, 2), "true_k_fit_s": round(fixed_s, 2),
+                "multiple": round(auto_s / fixed_s, 2), "scores": search["scores"]})
+
+
+# --- rows and tables ------------------------------------------------------------------
+def done(path: Path, keys: tuple) -> set:
+    if not path.exists():
+        return set()
+    return {tuple(json.loads(line)[k] for k in keys) for line in path.read_text().splitlines() if line.strip()}
+
+
+def append(path: Path, row: dict) -> None:
+    row = {**row, "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    print(json.dumps({k: v for k, v in row.items() if k not in ("scores",)})[:400], flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def table(rows: list[dict]) -> str:
+    crit = [r for r in rows if "stability" in r]
+    meth = [r for r in rows if "chosen_k" in r]
+    lines = []
+    if crit:
+        lines += ["| data | true K | seeds | stability | stability vs null | generalisation κ | κ vs null | "
+                  "eigengap 10-NN | eigengap 20-NN | eigengap (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+        groups: dict[str, list[dict]] = {}
+        for r in crit:
+            groups.setdefault(r["dataset"], []).append(r)
+        for name, rs in groups.items():
+            def picks(get):
+                return ", ".join(str(get(r)) for r in rs)
+            lines.append(f"| {name} | {rs[0]['true_k']} | {len(rs)} | {picks(lambda r: r['stability']['raw_choice'])} | "
+                         f"{picks(lambda r: r['stability']['vs_null_choice'])} | "
+                         f"{picks(lambda r: r['generalisation']['raw_choice'])} | "
+                         f"{picks(lambda r: r['generalisation']['vs_null_choice'])} | "
+                         f"{picks(lambda r: r['eigengap_10nn']['choice'])} | {picks(lambda r: r['eigengap_20nn']['choice'])} | "
+                         f"{np.mean([r['eigengap_10nn']['seconds'] for r in rs]):.1f} |")
+    if meth:
+        lines += ["" if lines else None,
+                  "| data | method | true K | chosen K (per seed) | ACC at chosen K | ACC at true K | NMI at chosen K | "
+                  "NMI at true K | search (s) | fit at true K (s) | search / fit at true K, most |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        groups = {}
+        for r in meth:
+            groups.setdefault((r["dataset"], r["method"]), []).append(r)
+
+        def stat(rs, get):
+            v = np.array([get(r) for r in rs], dtype=float)
+            return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v[0]:.1f}"
+        for (name, method), rs in groups.items():
+            lines.append(f"| {name} | {method} | {rs[0]['true_k']} | {', '.join(str(r['chosen_k']) for r in rs)} | "
+                         f"{stat(rs, lambda r: r['at_chosen']['acc'])} | {stat(rs, lambda r: r['at_true']['acc'])} | "
+                         f"{stat(rs, lambda r: r['at_chosen']['nmi'])} | {stat(rs, lambda r: r['at_true']['nmi'])} | "
+                         f"{np.mean([r['search_s'] for r in rs]):.1f} | {np.mean([r['true_k_fit_s'] for r in rs]):.1f} | "
+                         f"{max(r['search_s'] / r['true_k_fit_s'] for r in rs):.2f} |")
+    return "\n".join(line for line in lines if line is not None)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("criteria", "methods"):
+        s = sub.add_parser(name)
+        s.add_argument("--datasets", nargs="+", default=["mixtures", "digits"],
+                       help="'mixtures', or datasets of bench/accuracy.py (digits, fashion-mnist-test)")
+        s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+        s.add_argument("--cache", type=Path, default=Path("feats"), help="folder of the cached feature stores")
+        s.add_argument("--out", type=Path, required=True, help="JSONL of result rows (appended; rows there are skipped)")
+        if name == "methods":
+            s.add_argument("--methods", nargs="+", default=list(PATCHES), choices=list(PATCHES))
+    t = sub.add_parser("table")
+    t.add_argument("rows", nargs="+", type=Path)
+    args = p.parse_args(argv)
+    if args.command == "table":
+        rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
+        print(f"Made by `python bench/choose_k.py`; rows in {', '.join(f'`{r}`' for r in args.rows)}.\n")
+        print(table(rows))
+        return
+    for name in args.datasets:
+        if name != "mixtures":
+            for net in ["lite0"] + (["lite2"] if args.command == "methods" and
+                                    any(PATCHES[m] for m in args.methods) else []):
+                store_for(name, net, args.cache)  # made (or found) before any fit
+    (run_criteria if args.command == "criteria" else run_methods)(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

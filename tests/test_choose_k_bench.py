@@ -1,0 +1,42 @@
+"""bench/choose_k.py, the command behind the README's "Choosing K" table: its criteria
+on a small mixture and the table it writes."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import load_bench
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))  # its `from accuracy import`
+    try:
+        yield load_bench("choose_k")
+    finally:
+        sys.path.pop(0)
+
+
+def test_every_criterion_scores_every_k(bench):
+    X, _ = bench.mixture(4, 1.0, seed=0, n=400)
+    row = bench.criteria_row("m", 4, 0, X, kmax=8)
+    assert row["eigengap_10nn"]["choice"] == 4 and row["eigengap_20nn"]["choice"] == 4
+    for crit in ("stability", "generalisation"):
+        assert sorted(row[crit]["raw"]) == list(range(2, 9)) and 2 <= row[crit]["vs_null_choice"] <= 8
+
+
+def test_the_gaussian_null_keeps_mean_and_covariance(bench):
+    X = np.random.default_rng(0).normal(size=(4000, 3)) @ np.array([[2.0, 0, 0], [1, 1, 0], [0, 0, 0.5]]) + 3
+    null = bench.gaussian_null(X.astype(np.float32), seed=1)
+    np.testing.assert_allclose(null.mean(0), X.mean(0), atol=0.1)
+    np.testing.assert_allclose(np.cov(null.T), np.cov(X.T), atol=0.25)
+
+
+def test_the_table_reports_every_seed_and_the_cost(bench):
+    rows = [{"dataset": "digits", "method": "kmeans", "seed": s, "true_k": 10, "chosen_k": k,
+             "at_chosen": {"acc": 50.0 + s, "nmi": 40.0}, "at_true": {"acc": 49.0, "nmi": 41.0},
+             "search_s": 0.5, "true_k_fit_s": 2.0 + s} for s, k in ((0, 9), (1, 10), (2, 9))]
+    text = bench.table(rows)
+    assert "| digits | kmeans | 10 | 9, 10, 9 | 51.0 ± 0.8 | 49.0 ± 0.0 | 40.0 ± 0.0 | 41.0 ± 0.0 | 0.5 | 3.0 | 0.25 |" \
+        in text
