@@ -54,3 +54,12 @@ def test_fused_and_reference_labeling_agree_on_cuda():
     fused = TURTLE(4, iterations=50, seed=1, device="cuda", backend="compiled").fit(Zs)
     ref = TURTLE(4, iterations=50, seed=1, device="cuda", backend="reference").fit(Zs)
     assert adjusted_rand_score(fused.labels_, ref.labels_) >= 0.95
+
+
+def test_choosing_k_on_cuda_agrees_with_cpu():
+    # the neighbour search runs on the GPU, the eigenvalues on the CPU: the same choice
+    Z, y = blobs(n=800, k=5, seed=4)
+    gpu = KMeans("auto", seed=0, device="cuda").fit([Z])
+    cpu = KMeans("auto", seed=0, device="cpu").fit([Z])
+    assert _on_cuda(gpu) and gpu.n_clusters_ == cpu.n_clusters_ == 5
+    assert max(abs(gpu.k_scores_[k] - cpu.k_scores_[k]) for k in cpu.k_scores_) < 1e-3
