@@ -124,6 +124,7 @@ def knn_graph_spectrum(X: torch.Tensor, n_eigenvalues: int, *, n_neighbors: int 
     the seconds of its two stages."""
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
+    from threadpoolctl import threadpool_limits
 
     from .ops.cosine_topk import cosine_topk
 
@@ -143,9 +144,13 @@ def knn_graph_spectrum(X: torch.Tensor, n_eigenvalues: int, *, n_neighbors: int 
     n_parts, part = connected_components(W, directed=False)
     rng = np.random.default_rng(seed)
     values = []
-    for p in range(n_parts):
-        members = np.flatnonzero(part == p)
-        values.extend(1.0 - _largest_eigenvalues(A[members][:, members], n_eigenvalues, rng))
+    # one BLAS thread: these small products gain nothing from more, and threads that wait
+    # for a busy core made the step 10x slower beside other work (threadpoolctl comes with
+    # scikit-learn)
+    with threadpool_limits(1):
+        for p in range(n_parts):
+            members = np.flatnonzero(part == p)
+            values.extend(1.0 - _largest_eigenvalues(A[members][:, members], n_eigenvalues, rng))
     eigenvalues = np.sort(np.clip(values, 0.0, 2.0))[:n_eigenvalues]
     return eigenvalues, {"neighbors_s": t_neighbors, "eigen_s": time.perf_counter() - t0 - t_neighbors,
                          "graph_pieces": n_parts}
