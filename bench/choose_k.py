@@ -182,25 +182,29 @@ def append(path: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def order(name: str, true_k: int) -> tuple:
+    """Table order: separable mixtures, overlapping ones (by K), then real data."""
+    return (not name.startswith("mixture"), "overlapping" in name, true_k, name)
+
+
 def table(rows: list[dict]) -> str:
     crit = [r for r in rows if "stability" in r]
     meth = [r for r in rows if "chosen_k" in r]
     lines = []
     if crit:
         lines += ["| data | true K | seeds | stability | stability vs null | generalisation κ | κ vs null | "
-                  "eigengap 10-NN | eigengap 20-NN | eigengap (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "eigengap 10-NN | eigengap 20-NN |", "|---|---|---|---|---|---|---|---|---|"]
         groups: dict[str, list[dict]] = {}
         for r in crit:
             groups.setdefault(r["dataset"], []).append(r)
-        for name, rs in groups.items():
+        for name, rs in sorted(groups.items(), key=lambda item: order(item[0], item[1][0]["true_k"])):
             def picks(get):
                 return ", ".join(str(get(r)) for r in rs)
             lines.append(f"| {name} | {rs[0]['true_k']} | {len(rs)} | {picks(lambda r: r['stability']['raw_choice'])} | "
                          f"{picks(lambda r: r['stability']['vs_null_choice'])} | "
                          f"{picks(lambda r: r['generalisation']['raw_choice'])} | "
                          f"{picks(lambda r: r['generalisation']['vs_null_choice'])} | "
-                         f"{picks(lambda r: r['eigengap_10nn']['choice'])} | {picks(lambda r: r['eigengap_20nn']['choice'])} | "
-                         f"{np.mean([r['eigengap_10nn']['seconds'] for r in rs]):.1f} |")
+                         f"{picks(lambda r: r['eigengap_10nn']['choice'])} | {picks(lambda r: r['eigengap_20nn']['choice'])} |")
     if meth:
         lines += ["" if lines else None,
                   "| data | method | true K | chosen K (per seed) | ACC at chosen K | ACC at true K | NMI at chosen K | "
@@ -213,7 +217,8 @@ def table(rows: list[dict]) -> str:
         def stat(rs, get):
             v = np.array([get(r) for r in rs], dtype=float)
             return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v[0]:.1f}"
-        for (name, method), rs in groups.items():
+        for (name, method), rs in sorted(groups.items(), key=lambda item: (order(item[0][0], item[1][0]["true_k"]),
+                                                                           list(PATCHES).index(item[0][1]))):
             lines.append(f"| {name} | {method} | {rs[0]['true_k']} | {', '.join(str(r['chosen_k']) for r in rs)} | "
                          f"{stat(rs, lambda r: r['at_chosen']['acc'])} | {stat(rs, lambda r: r['at_true']['acc'])} | "
                          f"{stat(rs, lambda r: r['at_chosen']['nmi'])} | {stat(rs, lambda r: r['at_true']['nmi'])} | "
