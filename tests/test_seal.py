@@ -32,17 +32,32 @@ def test_two_spaces():
     np.testing.assert_array_equal(model.predict([Z, Z2]), model.labels_)
 
 
+def test_the_default_schedule():
+    """The shipped default: 6 restarts of 2 epochs, the labeling on the kept restart's
+    phi_hat alone, started from that restart's partition (docs/methods.md)."""
+    Z, P, _, y = three_views(n=300, seed=8)
+    model = SEAL(4, iterations=200, patch_neighbors=4, device="cpu").fit([Z], patches=P)
+    distill = model.fit_details_["distill"][0]
+    assert distill["restarts"] == 6 and len(distill["restart_distill_s"]) == 6
+    assert len(distill["loss_per_epoch"]) == 2  # the kept restart's epochs
+    assert model.fit_details_["labeling_spaces"] == 1 and model.label_heads_ == [[model.heads_[0]]]
+    kept = model.restart_labels_[0][distill["restart_kept"]]
+    assert model.fit_details_["labeling_init_agreement"] is not None
+    # the labeling starts at the kept restart's answer and stays near it on these separable views
+    assert evaluate(kept, model.labels_)["nmi"] >= 80 and cluster_accuracy(y, model.labels_) >= 0.9
+
+
 def test_deterministic_with_a_seed():
     Z, P, _, _ = three_views(n=200, seed=7)
-    a = SEAL(4, iterations=30, epochs=2, patch_neighbors=4, seed=3, device="cpu").fit([Z], patches=P)
-    b = SEAL(4, iterations=30, epochs=2, patch_neighbors=4, seed=3, device="cpu").fit([Z], patches=P)
+    a = SEAL(4, iterations=30, restarts=3, patch_neighbors=4, seed=3, device="cpu").fit([Z], patches=P)
+    b = SEAL(4, iterations=30, restarts=3, patch_neighbors=4, seed=3, device="cpu").fit([Z], patches=P)
     np.testing.assert_array_equal(a.labels_, b.labels_)
     np.testing.assert_array_equal(a.transform([Z])[0], b.transform([Z])[0])
 
 
 def test_save_load_predict(tmp_path):
     Z, P, _, _ = three_views(n=200, seed=9)
-    model = SEAL(4, iterations=30, epochs=2, patch_neighbors=4, device="cpu").fit([Z], patches=P)
+    model = SEAL(4, iterations=30, restarts=3, patch_neighbors=4, device="cpu").fit([Z], patches=P)
     model.save(tmp_path / "seal.pt")
     again = load_model(tmp_path / "seal.pt")
     np.testing.assert_array_equal(again.predict([Z]), model.labels_)
@@ -58,7 +73,7 @@ def test_labeling_on_phi_and_every_restarts_phi_hat():
     Z, P, _, _ = three_views(n=200, seed=10)
     Z2 = (Z @ np.random.default_rng(1).normal(size=(16, 8))).astype(np.float32)
     model = SEAL(4, iterations=40, epochs=2, restarts=2, label_on="phi+phi_hat", label_restarts="all",
-                 patch_neighbors=4, device="cpu").fit([Z, Z2], patches=P)
+                 labeling_init="random", patch_neighbors=4, device="cpu").fit([Z, Z2], patches=P)
     assert model.fit_details_["labeling_spaces"] == 6  # per space: phi + one phi_hat per restart
     assert all(len(heads) == 2 for heads in model.label_heads_)
     assert all(kept in heads for kept, heads in zip(model.heads_, model.label_heads_))

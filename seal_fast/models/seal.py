@@ -28,10 +28,11 @@ class SEAL(SpatialDistillation, LabelingSettings):
 
     For every space: a frozen spatial encoder (one GAT layer over each image's
     patch graph, mean-pooled) gives g(x); a visual and a spatial cluster head are
-    trained by mutual distillation; the visual head's hidden layer is the
-    spatially-aware embedding phi_hat. TURTLE's human labeling on phi and the
-    restarts' phi_hats gives the clusters. docs/methods.md says where the paper is
-    vague and what was chosen.
+    trained by mutual distillation, in several short restarts of which the
+    consensus one is kept; its visual head's hidden layer is the spatially-aware
+    embedding phi_hat. TURTLE's human labeling on phi_hat, started from the kept
+    restart's partition, gives the clusters. docs/methods.md says where the paper
+    is vague and what was chosen.
 
     Parameters
     ----------
@@ -41,9 +42,12 @@ class SEAL(SpatialDistillation, LabelingSettings):
         Outer iterations of the human labeling (at most, with the stopping rule).
     stop_tol, stop_window, stop_patience :
         The labeling's label-free stopping rule (see TURTLE).
-    epochs : int, default 20
+    epochs : int, default 2
         Mutual-distillation epochs per restart, all of them (SEAL has no early
-        stopping; SATC's `max_epochs` is a bound).
+        stopping; SATC's `max_epochs` is a bound). The paper trains 20; a
+        restart's basin is set within its first epochs, so 6 restarts of 2 epochs
+        cost less than 3 of 5 and fall into a weak optimum less often
+        (docs/results.md, "SEAL's cost, accuracy and stability").
     distill_batch_size, temperature, entropy_weight, level :
         Mutual distillation (512, 1.0, 5, "instance").
     n_neighbors : int, default 50
@@ -52,24 +56,25 @@ class SEAL(SpatialDistillation, LabelingSettings):
         An epoch is one pass over the data or this many steps, whichever is
         more, so that small datasets get the training the papers' 20 epochs
         give N = 50,000 (about 2,000 steps).
-    restarts : int, default 3
+    restarts : int, default 6
         Distillation restarts per space (fresh heads, same spatial features and
         neighbours). The consensus restart, whose visual-head partition agrees
         best with the others', is kept as `heads_` (its phi_hat is what
-        `transform` returns); the labeling sees every restart's phi_hat unless
-        label_restarts="kept". 1 = the paper's single run.
-    label_on : "phi+phi_hat" or "phi_hat", default "phi+phi_hat"
-        The spaces the human labeling sees: phi_hat and the input embedding phi
-        side by side (TURTLE's multi-space labeling), or the paper's phi_hat alone.
-    label_restarts : "all" or "kept", default "all"
+        `transform` returns); with label_restarts="all" the labeling sees every
+        restart's phi_hat. 1 = the paper's single run.
+    label_on : "phi_hat" or "phi+phi_hat", default "phi_hat"
+        The spaces the human labeling sees: the paper's phi_hat alone, or phi_hat
+        and the input embedding phi side by side (TURTLE's multi-space labeling).
+    label_restarts : "kept" or "all", default "kept"
         phi_hat of every restart (one labeling space each, so the labeling seeks
         the partition that phi and all restarts' embeddings support) or of the
         kept restart only. Labeling cost grows with the number of spaces
         (restarts + 1 per input space by default).
-    labeling_init : "random" or "consensus", default "random"
-        The labeling starts from a random task encoder (TURTLE's start), or from
-        one fitted to the kept restart's visual-head partition (a few hundred
-        cross-entropy steps), so that it searches near the distillation's answer.
+    labeling_init : "consensus" or "random", default "consensus"
+        The labeling starts from a task encoder fitted to the kept restart's
+        visual-head partition (a few hundred cross-entropy steps), so that it
+        searches near the distillation's answer, or from a random one (TURTLE's
+        start; with it, seeds land in optima several points apart).
     self_labeling : bool, default False
         After the labeling, a fresh labeler is trained on the rows the labeling is
         most sure of (the surer half of each cluster) whose visual neighbours mostly
@@ -98,12 +103,13 @@ class SEAL(SpatialDistillation, LabelingSettings):
 
     n_clusters: int | str | range = param(check=Clusters(), help=CLUSTERS_HELP)
     _: KW_ONLY
-    label_on: str = param("phi+phi_hat", check=OneOf(LABEL_ON),
+    label_on: str = param("phi_hat", check=OneOf(LABEL_ON),
                           help="spaces of the human labeling: phi and phi_hat, or phi_hat alone (the paper)")
-    label_restarts: str = param("all", check=OneOf(LABEL_RESTARTS),
+    label_restarts: str = param("kept", check=OneOf(LABEL_RESTARTS),
                                 help="phi_hat of every restart, or of the kept restart only")
-    epochs: int = param(20, check=Whole(), help="mutual-distillation epochs per restart (all are run)")
-    labeling_init: str = param("random", check=OneOf(LABELING_INITS),
+    restarts: int = param(6, check=Whole(), help="distillation restarts (fresh heads, the same neighbours)")
+    epochs: int = param(2, check=Whole(), help="mutual-distillation epochs per restart (all are run)")
+    labeling_init: str = param("consensus", check=OneOf(LABELING_INITS),
                                help="the labeling starts from a random task encoder (TURTLE) or from one fitted to "
                                     "the kept restart's partition")
     self_labeling: bool = param(False, check=Flag(),
