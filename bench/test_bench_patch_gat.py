@@ -68,3 +68,13 @@ def test_patch_gat_cpu(benchmark, variant):
 def test_patch_gat_cuda(benchmark, variant):
     step = _variant(variant, _inputs("cuda", 2048, 49, 2048, 512, 8))
     run(benchmark, step, "cuda", rounds=30, warmup=3)
+
+
+@pytest.mark.benchmark(group="patch-knn-cpu 1024 images x 81 patches, 352 channels, k=8 (Lite2's grid)")
+@pytest.mark.parametrize("variant", ["fused", "reference"])
+def test_patch_knn_cpu(benchmark, variant):
+    P = torch.randn(1024, 81, 352, generator=torch.Generator().manual_seed(0))
+    if variant == "fused" and not use_compiled(P):
+        pytest.skip("compiled ops not built for this device")
+    backend = "compiled" if variant == "fused" else "reference"
+    run(benchmark, lambda: patch_knn(P, 8, backend=backend), rounds=5, warmup=1)

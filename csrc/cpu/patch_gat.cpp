@@ -214,36 +214,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> patch_gat_backward_cp
 }
 
 // nbr[b, i] = [i, then the k other patches of image b most cosine-similar to patch i]
+// The cosines come from one batched GEMM (the reference's formula, op for op); only the
+// selection of each node's k best runs here, a partial sort per node.
 at::Tensor patch_knn_cpu(const at::Tensor& P_in, int64_t k) {
   TORCH_CHECK(P_in.dim() == 3, "patch_knn: P must be (B, M, c), got ", P_in.sizes());
-  const int64_t B = P_in.size(0), M = P_in.size(1), c = P_in.size(2);
+  const int64_t B = P_in.size(0), M = P_in.size(1);
   TORCH_CHECK(k >= 0 && k + 1 <= M, "patch_knn: k=", k, " neighbours need at least k+1=", k + 1,
               " patches per image, got M=", M);
   const auto P = P_in.to(at::kFloat).contiguous();
+  const auto norm = P.norm(2, {2}).clamp_min(1e-12);
+  const auto sim_t = (at::bmm(P, P.transpose(1, 2)) / (norm.unsqueeze(2) * norm.unsqueeze(1))).contiguous();
   auto out = at::empty({B, M, k + 1}, P_in.options().dtype(at::kLong));
-  const float* p = P.data_ptr<float>();
+  const float* sim = sim_t.data_ptr<float>();
   int64_t* o = out.data_ptr<int64_t>();
   at::parallel_for(0, B, 4, [&](int64_t begin, int64_t end) {
-    std::vector<float> norm(M), sim(M * M);
     std::vector<int64_t> order(M);
     for (int64_t b = begin; b < end; ++b) {
-      const float* pb = p + b * M * c;
-      for (int64_t m = 0; m < M; ++m) {
-        float s = 0;
-        for (int64_t q = 0; q < c; ++q) s += pb[m * c + q] * pb[m * c + q];
-        norm[m] = std::max(std::sqrt(s), 1e-12f);
-      }
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t j = i; j < M; ++j) {
-          float s = 0;
-          for (int64_t q = 0; q < c; ++q) s += pb[i * c + q] * pb[j * c + q];
-          sim[i * M + j] = sim[j * M + i] = s / (norm[i] * norm[j]);
-        }
       for (int64_t i = 0; i < M; ++i) {
-        const float* si = sim.data() + i * M;
+        const float* si = sim + (b * M + i) * M;
         std::iota(order.begin(), order.end(), 0);
         std::swap(order[i], order[M - 1]);  // drop the node itself
-        std::stable_sort(order.begin(), order.end() - 1, [&](int64_t x, int64_t y) {
+        // (cosine descending, index ascending) is a strict order: the k best are unique
+        std::partial_sort(order.begin(), order.begin() + k, order.end() - 1, [&](int64_t x, int64_t y) {
           return si[x] > si[y] || (si[x] == si[y] && x < y);
         });
         int64_t* oi = o + (b * M + i) * (k + 1);
