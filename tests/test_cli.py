@@ -290,10 +290,21 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, store):
 def test_ctrl_c_while_the_modules_load_is_one_line(tmp_path):
     import signal
     import time
+    from pathlib import Path
 
     proc = subprocess.Popen([sys.executable, "-m", "seal_fast", "info"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)  # inside main, while torch loads (interpreter start-up takes well under this)
+    # Interrupt as soon as torch's library is mapped: main is then loading the heavy modules
+    # (a fixed delay raced with a warm page cache, which loads them in under a second)
+    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if "libtorch" in maps.read_text():
+                break
+        except OSError:
+            pass
+        time.sleep(0.002)
+    assert proc.poll() is None, "seal-fast info ended before torch was seen loading"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and len(err.strip().splitlines()) == 1 and "interrupted" in err, err
