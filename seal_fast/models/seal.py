@@ -68,8 +68,8 @@ class SEAL(SpatialDistillation, LabelingSettings):
     label_restarts : "kept" or "all", default "kept"
         phi_hat of every restart (one labeling space each, so the labeling seeks
         the partition that phi and all restarts' embeddings support) or of the
-        kept restart only. Labeling cost grows with the number of spaces
-        (restarts + 1 per input space by default).
+        kept restart only. Labeling cost grows with the number of spaces (one per
+        input space by default; restarts + 1 with "all" and label_on="phi+phi_hat").
     labeling_init : "consensus" or "random", default "consensus"
         The labeling starts from a task encoder fitted to the kept restart's
         visual-head partition (a few hundred cross-entropy steps), so that it
