@@ -63,6 +63,9 @@ CONFIGS = {
     "seal-2-epochs-6-restarts-phi-hat-consensus-start": ("seal", ["lite0"], "lite2",
                                                          {"epochs": 2, "restarts": 6, "label_on": "phi_hat",
                                                           "label_restarts": "kept", "labeling_init": "consensus"}),
+    # cheaper schedules than the default's six 2-epoch restarts (the fit within 2x TURTLE's)
+    "seal-1-epoch": ("seal", ["lite0"], "lite2", {"epochs": 1}),
+    "seal-5-restarts": ("seal", ["lite0"], "lite2", {"restarts": 5}),
     # the SEAL paper's eq. 12 weighs one symmetric InfoNCE per pair where TAC's recipe (here) sums two:
     # doubling the entropy weight restores the paper's balance of distillation against entropy
     "seal-5-epochs-kept-consensus-start-entropy-10": ("seal", ["lite0"], "lite2",

@@ -129,7 +129,8 @@ class LabelingResult:
     seconds_per_iteration: float
     iterations: int                 # run (fewer than asked when the stopping rule fired)
     stopped_early: bool
-    # per window: (iterations done, share of probe labels changed since the last window, mean objective)
+    # per window: (iterations done, share of probe labels changed since the last window or
+    # the start, mean objective)
     trace: list = field(default_factory=list)
     init_seconds: float = 0.0              # the warm start's fit to init_labels (in `seconds` too)
     init_agreement: float | None = None    # share of rows labeled as init_labels after it
@@ -205,6 +206,9 @@ def human_labeling(Zs: Sequence[torch.Tensor], n_clusters: int, config: Labeling
     optimizer = torch.optim.Adam(encoder.parameters(), lr=config.outer_lr, betas=tuple(config.betas))
     pred_error = entropy = torch.zeros((), device=device)
     probe = _ProbeLabels(Zs, config.probe_size, seed)
+    # the first window is compared with the start: a warm start that the search keeps
+    # counts as settled from the first window (a random start changes most labels)
+    probe.changed(encoder)
     rule = StopRule(config.stop_tol, config.stop_patience)
     trace, window_loss, done = [], 0.0, 0
     t0 = time.perf_counter()

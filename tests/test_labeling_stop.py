@@ -29,7 +29,7 @@ def test_no_rule_runs_every_iteration_and_traces_each_window():
     result = human_labeling(Zs, 3, LabelingConfig(iterations=60, stop_window=10, stop_tol=0.0, batch_size=100))
     assert result.iterations == 60 and not result.stopped_early
     assert [t[0] for t in result.trace] == [10, 20, 30, 40, 50, 60]
-    assert result.trace[0][1] == 1.0  # no earlier labels to compare the first window with
+    assert 0.0 < result.trace[0][1] < 1.0  # the first window is compared with the random start's labels
     assert all(0.0 <= t[1] <= 1.0 for t in result.trace)
 
 
@@ -55,3 +55,14 @@ def test_turtle_default_rule_and_its_record():
     assert quick.n_iter_ == 60  # every window is "quiet" with tol 1: stops after 3 windows
     fixed = TURTLE(3, iterations=90, stop_window=20, stop_tol=0.0, seed=0).fit([Zs[0].numpy()])
     assert fixed.n_iter_ == 90
+
+
+def test_a_kept_warm_start_is_settled_from_the_first_window():
+    Zs = _spaces(3)
+    start = TURTLE(3, iterations=300, stop_window=100, seed=0).fit([Zs[0].numpy()]).labels_
+    config = LabelingConfig(iterations=400, stop_window=10, stop_tol=0.02, stop_patience=3, batch_size=100)
+    warm = human_labeling(Zs, 3, config, seed=1, init_labels=torch.from_numpy(start))
+    assert warm.init_agreement > 0.98
+    # every window, the first included, is compared with the labels before it: from a
+    # partition the search keeps, `patience` windows are enough
+    assert warm.trace[0][1] <= 0.02 and warm.stopped_early and warm.iterations == 30

@@ -28,7 +28,8 @@ class TURTLE(LabelingSettings):
         Outer iterations T (at most, with the stopping rule).
     stop_tol, stop_window, stop_patience : float, int, int, default 0.02, 100, 3
         Label-free stopping: every `stop_window` iterations the labels of a fixed
-        probe subset of 5,000 rows are compared with the last window's; the search
+        probe subset of 5,000 rows are compared with the last window's (the first
+        window's with the start's); the search
         stops once at most a `stop_tol` share changed in `stop_patience` windows in
         a row. 0 runs all `iterations` (TURTLE's fixed T); the default's measurement
         against the fixed T is in docs/results.md, "Stopping rule". `n_iter_` says
