@@ -89,12 +89,27 @@ def check_finite(Z, name: str) -> None:
 SCALE_RANGE = (1e-6, 1e6)
 
 
+def _row_norms(rows) -> np.ndarray:
+    """L2 norm of every row, in float32 (which holds any float16/float32 row's norm;
+    float64 input stays float64), a block of rows at a time so that the temporary
+    stays small even for patch rows (~30k values each)."""
+    block = max(1, (1 << 22) // max(1, int(np.prod(rows.shape[1:]))))
+    norms = np.zeros(rows.shape[0])
+    for s in range(0, rows.shape[0], block):
+        part = rows[s:s + block]
+        if isinstance(part, torch.Tensor):
+            part = part.detach().to("cpu", torch.float64 if part.dtype == torch.float64 else torch.float32)
+            norms[s:s + block] = part.reshape(part.shape[0], -1).norm(dim=1).double().numpy()
+        else:
+            part = np.asarray(part, np.float64 if np.dtype(part.dtype).itemsize > 4 else np.float32)
+            norms[s:s + block] = np.linalg.norm(part.reshape(part.shape[0], -1), axis=1)
+    return norms
+
+
 def check_scale(Z, name: str, sample: int = 4096) -> None:
     """The median L2 norm of the non-zero rows (over an even sample of rows) lies in SCALE_RANGE."""
     step = max(1, Z.shape[0] // sample)
-    rows = Z[::step][:sample]
-    rows = rows.detach().double().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows, np.float64)
-    norms = np.linalg.norm(rows.reshape(rows.shape[0], -1), axis=1)
+    norms = _row_norms(Z[::step][:sample])
     norms = norms[norms > 0]  # zero rows have no scale to judge (and a model's trial rows are zeros)
     if norms.size == 0:
         return
