@@ -164,7 +164,7 @@ def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) 
     if method in ("seal", "satc"):
         restarts = model.restart_labels_[0] if method == "seal" else model.restart_labels_
         if fit_source == eval_source:
-            row["restart_head_acc"] = [evaluate(y, r)["acc"] for r in restarts]
+            row["restart_head_acc"] = [evaluate(y[model.restart_rows_], r)["acc"] for r in restarts]
         row["restart_kept"] = details["distill"][0]["restart_kept"] if method == "seal" else details["restart_kept"]
     if method == "satc":
         row["epochs_run"] = details["epochs_run"]

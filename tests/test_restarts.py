@@ -4,8 +4,9 @@ import pytest
 import torch
 from sklearn.metrics import normalized_mutual_info_score
 
-from seal_fast.distillation import (ClusterHead, DistillConfig, Modality, choose_restart, consensus_index,
-                                    distill_with_restarts, head_labels, neighbor_agreement, neighbor_index)
+from seal_fast.distillation import (ClusterHead, DistillConfig, Modality, agreement_rows, choose_restart,
+                                    consensus_index, distill_with_restarts, head_labels, neighbor_agreement,
+                                    neighbor_index)
 from seal_fast.errors import SealFastError
 from seal_fast.models.satc import SATC
 from seal_fast.models.seal import SEAL
@@ -45,6 +46,36 @@ def test_restarts_share_neighbours_and_keep_the_consensus_run():
     np.testing.assert_array_equal(runs.labels.numpy(), labels[runs.chosen])
     np.testing.assert_array_equal(torch.stack(runs.partitions).numpy(), np.stack(labels))
     np.testing.assert_allclose(runs.agreement, nmi, atol=1e-4)
+
+
+def test_agreement_rows_are_evenly_spaced_and_cover_small_sets_whole():
+    assert agreement_rows(10_000, 10) is None and agreement_rows(300, 4, limit=100) is None  # 100 per cluster
+    rows = agreement_rows(60_000, 10)
+    assert rows.shape == (10_000,) and rows[0] == 0 and rows[-1] < 60_000
+    assert bool((rows.diff() == 6).all())
+    assert agreement_rows(1_000_000, 1000).shape == (100_000,)  # 100 per cluster when K is large
+
+
+def test_the_consensus_compares_sampled_rows_and_labels_every_row():
+    Z, P, _, _ = three_views(n=600, seed=14)
+    g = torch.Generator().manual_seed(101)
+    first = [Modality("visual", torch.nn.functional.normalize(torch.from_numpy(Z), dim=1),
+                      ClusterHead(16, 4, generator=g)),
+             Modality("spatial", torch.from_numpy(P.mean(1)), ClusterHead(12, 4, generator=g))]
+    config = DistillConfig(epochs=1, batch_size=64, min_steps_per_epoch=10)
+    runs = distill_with_restarts(first, [(0, 1, 1.0)], config, n_clusters=4, restarts=3, seed=0, device="cpu",
+                                 agreement_limit=50)
+    rows = agreement_rows(600, 4, 50)
+    assert rows is not None and rows.shape == (400,) and torch.equal(runs.rows, rows)
+    full = [head_labels(mods[0]).numpy() for mods in runs.runs]
+    np.testing.assert_array_equal(torch.stack(runs.partitions).numpy(), np.stack(full)[:, rows.numpy()])
+    nmi = np.array([[normalized_mutual_info_score(x[rows], y[rows]) for y in full] for x in full])
+    assert runs.chosen == int(np.argmax((nmi.sum(1) - 1) / 2))
+    np.testing.assert_array_equal(runs.labels.numpy(), full[runs.chosen])  # the kept one on every row
+    # the neighbour choice needs every row's label (it looks up the neighbours')
+    by_neighbors = distill_with_restarts(first, [(0, 1, 1.0)], config, n_clusters=4, restarts=2, seed=0,
+                                         device="cpu", choice="neighbors", agreement_limit=50)
+    assert by_neighbors.rows is None and by_neighbors.partitions[0].shape == (600,)
 
 
 def test_seal_records_the_restarts():

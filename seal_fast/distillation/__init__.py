@@ -9,12 +9,12 @@
 from .heads import ClusterHead, head_from_state, spatially_aware_embedding
 from .modalities import Modality, fresh_heads, head_labels, visual_and_spatial
 from .objective import batch_entropy, consistency_loss, distillation_objective
-from .restarts import (RESTART_CHOICES, RestartsResult, choose_restart, consensus_index, distill_with_restarts,
+from .restarts import (AGREEMENT_ROWS, RESTART_CHOICES, RestartsResult, agreement_rows, choose_restart, consensus_index, distill_with_restarts,
                        neighbor_agreement, restart_seed)
 from .train import DistillConfig, DistillResult, mutual_distillation, neighbor_index
 
 __all__ = ["ClusterHead", "Modality", "fresh_heads", "head_from_state", "head_labels", "spatially_aware_embedding",
            "visual_and_spatial", "batch_entropy",
-           "consistency_loss", "distillation_objective", "RESTART_CHOICES", "RestartsResult", "choose_restart",
+           "consistency_loss", "distillation_objective", "AGREEMENT_ROWS", "agreement_rows", "RESTART_CHOICES", "RestartsResult", "choose_restart",
            "consensus_index", "distill_with_restarts", "neighbor_agreement", "restart_seed", "DistillConfig",
            "DistillResult", "mutual_distillation", "neighbor_index"]

@@ -49,7 +49,8 @@ def fresh_heads(modalities: list[Modality], n_clusters: int, generator: torch.Ge
 
 
 @torch.no_grad()
-def head_labels(modality: Modality) -> torch.Tensor:
-    """argmax of the modality's head over all its rows, in eval mode."""
+def head_labels(modality: Modality, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """argmax of the modality's head over all its rows (or the rows `rows`), in eval mode."""
     modality.head.eval()
-    return by_row_blocks(lambda x: modality.head(x).argmax(1), modality.features)
+    features = modality.features if rows is None else modality.features[rows.to(modality.features.device)]
+    return by_row_blocks(lambda x: modality.head(x).argmax(1), features)

@@ -71,8 +71,9 @@ class SATC(SpatialDistillation):
     ----------
     n_clusters_ : the K fitted (chosen with "auto"); k_scores_ : {K: score} of the search, or None
     labels_, head_ (the visual head), text_compactness_ (tau or None),
-    text_used_ (bool), restart_labels_ (every restart's visual-head partition,
-    (R, N)), fit_details_
+    text_used_ (bool), restart_labels_ (every restart's visual-head partition of
+    the rows restart_rows_, (R, S): all N rows up to 10,000 with the consensus
+    choice, evenly spaced ones beyond; all rows with the neighbours choice), fit_details_
     """
 
     method = "satc"
@@ -132,6 +133,7 @@ class SATC(SpatialDistillation):
         self.feature_dims_ = [Z.shape[1]]
         self.labels_ = runs.labels.cpu().numpy().astype(np.int64)  # the visual head's argmax
         self.restart_labels_ = torch.stack(runs.partitions).cpu().numpy().astype(np.int64)
+        self.restart_rows_ = (torch.arange(Z.shape[0]) if runs.rows is None else runs.rows).numpy()
         self.fit_details_ = {
             "text_compactness": self.text_compactness_, "text_threshold": self.text_threshold,
             "text_used": self.text_used_, "modalities": [m.name for m in modalities],

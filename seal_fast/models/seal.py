@@ -92,7 +92,10 @@ class SEAL(SpatialDistillation, LabelingSettings):
     labels_ : (N,) int64
     heads_ : list of fitted visual ClusterHeads (one per space, the kept restart's)
     label_heads_ : per space, the visual heads whose phi_hat the labeling sees
-    restart_labels_ : per space, every restart's visual-head partition (R, N)
+    restart_labels_ : per space, every restart's visual-head partition (R, S) of the
+        rows `restart_rows_` (all N rows up to 10,000; evenly spaced ones beyond:
+        the rows the consensus compares)
+    restart_rows_ : (S,) int64 row indices of restart_labels_
     labeler_ : TURTLE task encoder on those spaces
     fit_details_ : timings and losses per stage
     """
@@ -127,6 +130,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
         details = {"n_neighbors": config.n_neighbors, "distill": []}
         X = to_tensors(Zs, device)
         self.heads_, self.label_heads_, self.restart_labels_ = [], [], []
+        kept_labels = None  # the kept restart's partition of the first space, every row
         for i, Z in enumerate(X):
             t0 = time.perf_counter()
             first = visual_and_spatial(Z, P, n_clusters, spatial_dim=self.spatial_dim,
@@ -140,6 +144,8 @@ class SEAL(SpatialDistillation, LabelingSettings):
             if i == 0:  # set by distill_with_restarts, which searches every modality's neighbours
                 visual_neighbors = runs.modalities[0].neighbor_index
                 assert visual_neighbors is not None
+                kept_labels = runs.labels
+                self.restart_rows_ = (torch.arange(Z.shape[0]) if runs.rows is None else runs.rows).numpy()
             self.label_heads_.append([runs.modalities[0].head] if self.label_restarts == "kept"
                                      else [run[0].head for run in runs.runs])
             self.restart_labels_.append(torch.stack(runs.partitions).cpu().numpy().astype(np.int64))
@@ -151,8 +157,7 @@ class SEAL(SpatialDistillation, LabelingSettings):
                                        "restart_distill_s": runs.seconds})
         spaces = self._labeling_spaces(X)
         # the consensus start: the kept restart's partition of the first space
-        init = torch.from_numpy(self.restart_labels_[0][details["distill"][0]["restart_kept"]]) \
-            if self.labeling_init == "consensus" else None
+        init = kept_labels.cpu() if self.labeling_init == "consensus" else None
         labeling = human_labeling(spaces, n_clusters, self._labeling_config(), seed=self.seed,
                                   backend=self.backend, progress=self.verbose, desc="SEAL labeling",
                                   init_labels=init)
