@@ -100,10 +100,14 @@ def store_for(source: str, net: str, cache: Path, compile: bool = False) -> Feat
 
 def make_stores(dataset: str, configs: list[str], cache: Path, compile: bool) -> None:
     """Every store the configs read, made (or found) before any fit."""
-    nets = dict.fromkeys(n for c in configs for n in CONFIGS[c][1] + ([CONFIGS[c][2]] if CONFIGS[c][2] else []))
-    for source in dict.fromkeys(splits(dataset)):
-        for net in nets:
-            store_for(source, net, cache, compile)
+    # the evaluated split is read for its visual spaces only (run_row), never for patches
+    fit_source, eval_source = splits(dataset)
+    visual = dict.fromkeys(n for c in configs for n in CONFIGS[c][1])
+    patch = dict.fromkeys(CONFIGS[c][2] for c in configs if CONFIGS[c][2])
+    for net in dict.fromkeys([*visual, *patch]):
+        store_for(fit_source, net, cache, compile)
+    for net in visual:
+        store_for(eval_source, net, cache, compile)
 
 
 def inputs(source: str, nets: list[str], patch_net: str | None, cache: Path) -> ArrayInputs:
