@@ -8,6 +8,9 @@ against the true K. The command behind the "Choosing K" tables (README, docs/res
     # seconds of the auto fit (search included) against one fit at the true K
     python bench/choose_k.py methods --datasets mixtures digits --methods kmeans turtle satc seal \
         --seeds 0 1 2 --out bench/results/choose-k-methods.jsonl
+    # the eigengap's choice at other graph sizes (k neighbours), on 10,000-row slices
+    python bench/choose_k.py graphs --datasets digits fashion-mnist-test fashion-mnist-train \
+        --seeds 0 1 2 3 4 --out bench/results/choose-k-graphs.jsonl
     python bench/choose_k.py table bench/results/choose-k-*.jsonl
 
 Mixtures are scikit-learn's `make_blobs` (N=3,000, d=32, centres in a box of +-10) with
@@ -136,6 +139,33 @@ def run_criteria(args) -> None:
         append(args.out, criteria_row(name, true_k, seed, X, min(max(20, true_k + 5), X.shape[0] - 1)))
 
 
+# --- the eigengap at other graph sizes ------------------------------------------------
+GRAPH_SIZES = (5, 10, 15, 20, 30, 50)
+
+
+def run_graphs(args) -> None:
+    """The eigengap's choice in 2..30 for every k of GRAPH_SIZES, on the rows `choose_k`
+    reads for this seed (a seeded 10,000-row slice of a larger set, as the search takes)."""
+    for name in args.datasets:
+        given = real_inputs(name, "kmeans", args.cache)
+        X = torch.from_numpy(np.ascontiguousarray(given.space(given.spaces[0]), dtype=np.float32))
+        true_k = int(len(np.unique(given.labels())))
+        for seed in args.seeds if X.shape[0] > ck.MAX_ROWS else args.seeds[:1]:  # all rows: one graph
+            if (name, seed) in done(args.out, ("dataset", "seed")):
+                continue
+            rows = X if X.shape[0] <= ck.MAX_ROWS else \
+                X[torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:ck.MAX_ROWS]]
+            row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(rows.shape[0]), "range": [2, 30],
+                   "graphs": {}}
+            for k in GRAPH_SIZES:
+                eig, _ = ck.knn_graph_spectrum(rows, 31, n_neighbors=k, seed=seed)
+                gaps = {K: float(np.diff(eig)[K - 1]) for K in range(2, 31)}
+                best = sorted(gaps, key=lambda K: (-gaps[K], K))
+                row["graphs"][str(k)] = {"choice": best[0], "next": best[1:3],
+                                         "eigenvalues": [round(float(v), 5) for v in eig]}
+            append(args.out, row)
+
+
 # --- n_clusters="auto" per method -------------------------------------------------------
 def fit(given: ArrayInputs, method: str, n_clusters, seed: int) -> tuple[dict, float]:
     run = pipeline.cluster(given, method, n_clusters, seed=seed)
@@ -190,7 +220,15 @@ def order(name: str, true_k: int) -> tuple:
 def table(rows: list[dict]) -> str:
     crit = [r for r in rows if "stability" in r]
     meth = [r for r in rows if "chosen_k" in r]
+    graphs = [r for r in rows if "graphs" in r]
     lines = []
+    if graphs:
+        lines += ["| data | true K | rows (seed) | " + " | ".join(f"eigengap {k}-NN" for k in GRAPH_SIZES) + " |",
+                  "|---|---|---|" + "---|" * len(GRAPH_SIZES)]
+        for r in graphs:
+            lines.append(f"| {r['dataset']} | {r['true_k']} | {r['n']} ({r['seed']}) | " + " | ".join(
+                f"{g['choice']} ({', '.join(map(str, g['next']))})" for g in r["graphs"].values()) + " |")
+        lines.append("")
     if crit:
         lines += ["| data | true K | seeds | stability | stability vs null | generalisation κ | κ vs null | "
                   "eigengap 10-NN | eigengap 20-NN |", "|---|---|---|---|---|---|---|---|---|"]
@@ -230,7 +268,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("criteria", "methods"):
+    for name in ("criteria", "methods", "graphs"):
         s = sub.add_parser(name)
         s.add_argument("--datasets", nargs="+", default=["mixtures", "digits"],
                        help="'mixtures', or datasets of bench/accuracy.py (digits, fashion-mnist-test)")
@@ -252,7 +290,7 @@ def main(argv=None):
             for net in ["lite0"] + (["lite2"] if args.command == "methods" and
                                     any(PATCHES[m] for m in args.methods) else []):
                 store_for(name, net, args.cache)  # made (or found) before any fit
-    (run_criteria if args.command == "criteria" else run_methods)(args)
+    {"criteria": run_criteria, "methods": run_methods, "graphs": run_graphs}[args.command](args)
 
 
 if __name__ == "__main__":
