@@ -40,3 +40,11 @@ def test_the_table_reports_every_seed_and_the_cost(bench):
     text = bench.table(rows)
     assert "| digits | kmeans | 10 | 9, 10, 9 | 51.0 ± 0.8 | 49.0 ± 0.0 | 40.0 ± 0.0 | 41.0 ± 0.0 | 0.5 | 3.0 | 0.25 |" \
         in text
+
+
+def test_the_graphs_table_gives_every_graph_size_its_choice(bench):
+    graphs = {str(k): {"choice": 10 + i, "next": [3, 4], "eigenvalues": []} for i, k in enumerate(bench.GRAPH_SIZES)}
+    text = bench.table([{"dataset": "fashion-mnist-train", "true_k": 10, "seed": 2, "n": 10000, "graphs": graphs}])
+    header, _, row = text.splitlines()[:3]
+    assert header.count("eigengap") == len(bench.GRAPH_SIZES)
+    assert row.startswith("| fashion-mnist-train | 10 | 10000 (2) | 10 (3, 4) | 11 (3, 4) |")
