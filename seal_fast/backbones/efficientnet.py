@@ -13,7 +13,8 @@ is 4 GB). `patch_layer="head"` gives the head's map instead.
 (Lite0/Lite1: 112 channels, Lite2: 120), average-pooled onto the same grid: the finer
 parts and strokes that the stride-32 map has already merged. Each map is divided by its
 mean patch norm in the image, so that the two weigh alike whatever their channel
-counts and scales (docs/results.md, "Patch features").
+counts and scales. It lifted SEAL on digits but not on Fashion-MNIST, so it is not the
+default (docs/results.md, "The accuracy candidates").
 """
 from __future__ import annotations
 
