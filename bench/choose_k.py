@@ -226,8 +226,9 @@ def table(rows: list[dict]) -> str:
         lines += ["| data | true K | rows (seed) | " + " | ".join(f"eigengap {k}-NN" for k in GRAPH_SIZES) + " |",
                   "|---|---|---|" + "---|" * len(GRAPH_SIZES)]
         for r in graphs:
+            cells = (r["graphs"].get(str(k)) for k in GRAPH_SIZES)
             lines.append(f"| {r['dataset']} | {r['true_k']} | {r['n']} ({r['seed']}) | " + " | ".join(
-                f"{g['choice']} ({', '.join(map(str, g['next']))})" for g in r["graphs"].values()) + " |")
+                f"{g['choice']} ({', '.join(map(str, g['next']))})" if g else "–" for g in cells) + " |")
         lines.append("")
     if crit:
         lines += ["| data | true K | seeds | stability | stability vs null | generalisation κ | κ vs null | "
@@ -280,6 +281,8 @@ def main(argv=None):
     t = sub.add_parser("table")
     t.add_argument("rows", nargs="+", type=Path)
     args = p.parse_args(argv)
+    if args.command == "graphs" and "mixtures" in args.datasets:
+        p.error("graphs reads the feature stores of real datasets: drop 'mixtures'")
     if args.command == "table":
         rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
         print(f"Made by `python bench/choose_k.py`; rows in {', '.join(f'`{r}`' for r in args.rows)}.\n")

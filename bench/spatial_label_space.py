@@ -4,8 +4,9 @@ SEAL's labeling sees phi_hat, the kept restart's visual-head hidden layer. The s
 restart also trained a spatial head on g(x); its hidden layer (g_hat) carries what
 the patch graph adds. This runs SEAL's default stages once per seed (the steps of
 `SEAL.fit`, from the package's own stage functions) and then labels twice from the
-same distillation and the same consensus start: on [phi_hat] (SEAL's default; its
-ACC must equal a default SEAL fit's) and on [phi_hat, g_hat]. Fit and label the same
+same distillation and the same consensus start: on [phi_hat] (SEAL's default: the
+same stages as a default SEAL fit, whose ACC it matches to a few tenths) and on
+[phi_hat, g_hat]. Fit and label the same
 rows (digits, fashion-mnist-test, or any dataset `bench/accuracy.py` knows).
 
 `--graph complete` joins every patch of an image to all the others (Lite2's 9 x 9 grid:

@@ -292,21 +292,26 @@ def test_ctrl_c_while_the_modules_load_is_one_line(tmp_path):
     import time
     from pathlib import Path
 
-    proc = subprocess.Popen([sys.executable, "-m", "seal_fast", "info"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    # Interrupt as soon as torch's library is mapped: main is then loading the heavy modules
-    # (a fixed delay raced with a warm page cache, which loads them in under a second)
-    maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline:
-        try:
-            if "libtorch" in maps.read_text():
-                break
-        except OSError:
-            pass
-        time.sleep(0.002)
-    assert proc.poll() is None, "seal-fast info ended before torch was seen loading"
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    # On a loaded machine the whole run can end between the moment torch is seen and the
+    # signal (exit 0, nothing interrupted): then the interrupt missed the loading, try again.
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-m", "seal_fast", "info"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        # Interrupt as soon as torch's library is mapped: main is then loading the heavy modules
+        # (a fixed delay raced with a warm page cache, which loads them in under a second)
+        maps, deadline = Path(f"/proc/{proc.pid}/maps"), time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if "libtorch" in maps.read_text():
+                    break
+            except OSError:
+                pass
+            time.sleep(0.002)
+        assert proc.poll() is None, "seal-fast info ended before torch was seen loading"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        if not (proc.returncode == 0 and '"methods"' in out):  # the run had not ended: the signal landed
+            break
     assert proc.returncode == 130 and len(err.strip().splitlines()) == 1 and "interrupted" in err, err
 
 

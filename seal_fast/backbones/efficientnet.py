@@ -110,8 +110,8 @@ class EfficientNetLite(Backbone):
         h = net._swish(net._bn0(net._conv_stem(x)))
         for i, block in enumerate(net._blocks):
             h = block(h, drop_connect_rate=0.0)  # eval: stochastic depth off
-            if i == self.stride16_block:
-                fine = h
+            if i == self.stride16_block and self.patch_layer_name == "block+stride16":
+                fine = h  # kept only when it is used
         out = {}
         if patches and self.patch_layer_name == "block":
             out["patches"] = h.flatten(2).transpose(1, 2)  # (B, M, c), row-major grid
