@@ -120,8 +120,7 @@ def criteria_row(name: str, true_k: int, seed: int, X: np.ndarray, kmax: int) ->
     for neighbors in (10, 20):
         t0 = time.perf_counter()
         eig, _ = ck.knn_graph_spectrum(torch.from_numpy(Xn), kmax + 1, n_neighbors=neighbors, seed=seed)
-        gaps = np.diff(eig)
-        row[f"eigengap_{neighbors}nn"] = {"choice": max(ks, key=lambda k: (gaps[k - 1], -k)),
+        row[f"eigengap_{neighbors}nn"] = {"choice": ck.ranked(ck.eigengap_scores(eig, 2, kmax))[0],
                                           "eigenvalues": [round(float(v), 5) for v in eig],
                                           "seconds": round(time.perf_counter() - t0, 1)}
     return row
@@ -153,14 +152,12 @@ def run_graphs(args) -> None:
         for seed in args.seeds if X.shape[0] > ck.MAX_ROWS else args.seeds[:1]:  # all rows: one graph
             if (name, seed) in done(args.out, ("dataset", "seed")):
                 continue
-            rows = X if X.shape[0] <= ck.MAX_ROWS else \
-                X[torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:ck.MAX_ROWS]]
+            rows = ck.search_rows(X, seed)
             row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(rows.shape[0]), "range": [2, 30],
                    "graphs": {}}
             for k in GRAPH_SIZES:
                 eig, _ = ck.knn_graph_spectrum(rows, 31, n_neighbors=k, seed=seed)
-                gaps = {K: float(np.diff(eig)[K - 1]) for K in range(2, 31)}
-                best = sorted(gaps, key=lambda K: (-gaps[K], K))
+                best = ck.ranked(ck.eigengap_scores(eig, 2, 30))
                 row["graphs"][str(k)] = {"choice": best[0], "next": best[1:3],
                                          "eigenvalues": [round(float(v), 5) for v in eig]}
             append(args.out, row)

@@ -166,6 +166,25 @@ def _largest_eigenvalues(A, count: int, rng) -> np.ndarray:
     return eigsh(A, k=count, which="LA", v0=rng.standard_normal(m), tol=1e-8)[0]
 
 
+def search_rows(X: torch.Tensor, seed: int) -> torch.Tensor:
+    """The rows the search reads: all of X, or a seeded subsample of MAX_ROWS of them."""
+    if X.shape[0] <= MAX_ROWS:
+        return X
+    keep = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:MAX_ROWS]
+    return X.index_select(0, keep.to(X.device))
+
+
+def eigengap_scores(eigenvalues: np.ndarray, kmin: int, kmax: int) -> dict[int, float]:
+    """Each candidate K's score: the jump l_{K+1} - l_K after its K smallest eigenvalues."""
+    gaps = np.diff(eigenvalues)  # gaps[j] = l_{j+2} - l_{j+1}: the jump after j+1 eigenvalues
+    return {k: float(gaps[k - 1]) for k in range(kmin, kmax + 1)}
+
+
+def ranked(scores: dict[int, float]) -> list[int]:
+    """The candidates from the best score down (ties: the fewer clusters first)."""
+    return sorted(scores, key=lambda k: (-scores[k], k))
+
+
 def choose_k(X: torch.Tensor, spec: KRange, *, seed: int = 0, progress: bool = False) -> KChoice:
     """Choose K in the range `spec` asks for on the rows of X (N, d): the largest
     eigengap of the kNN graph (module docstring). Above MAX_ROWS rows a seeded subsample
@@ -173,18 +192,13 @@ def choose_k(X: torch.Tensor, spec: KRange, *, seed: int = 0, progress: bool = F
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    n = X.shape[0]
-    kmin, kmax = candidate_range(spec, n)
-    if n > MAX_ROWS:
-        keep = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:MAX_ROWS]
-        X = X.index_select(0, keep.to(X.device))
+    kmin, kmax = candidate_range(spec, X.shape[0])
+    X = search_rows(X, seed)
     with tqdm(total=1, desc=f"choose K ({kmin}-{kmax})", disable=not progress) as bar:
         eigenvalues, details = knn_graph_spectrum(X, kmax + 1, seed=seed)
         bar.update()
-    gaps = np.diff(eigenvalues)  # gaps[j] = l_{j+2} - l_{j+1}: the jump after j+1 eigenvalues
-    scores = {k: float(gaps[k - 1]) for k in range(kmin, kmax + 1)}
-    best = max(scores, key=lambda k: (scores[k], -k))  # ties: the fewer clusters
-    return KChoice(best, scores, [float(v) for v in eigenvalues], X.shape[0], time.perf_counter() - t0, details)
+    scores = eigengap_scores(eigenvalues, kmin, kmax)
+    return KChoice(ranked(scores)[0], scores, [float(v) for v in eigenvalues], X.shape[0], time.perf_counter() - t0, details)
 
 
 def plot_scores(choice: KChoice, path, title: str = "") -> None:
