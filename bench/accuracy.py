@@ -154,11 +154,7 @@ def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) 
         row["kmeans_phi_hat_acc"] = evaluate(y, KMeans(n_clusters, seed=seed).fit([phi_hat]).labels_)["acc"]
         row["labeling_iterations"] = model.n_iter_
     if method == "seal":  # where the fit's time went
-        distill = details["distill"]
-        row["stage_s"] = {"spatial": round(sum(d["spatial_s"] for d in distill), 1),
-                          "neighbors": round(sum(d["neighbor_s"] for d in distill), 1),
-                          "distill": round(sum(sum(d["restart_distill_s"]) for d in distill), 1),
-                          "labeling": round(details["labeling_s"], 1)}
+        row["stage_s"] = seal_stage_seconds(details)
         if "self_labeling" in details:
             row["stage_s"]["self-labeling"] = round(details["self_labeling"]["seconds"], 1)
         row["labeling_spaces"] = details["labeling_spaces"]
@@ -175,6 +171,15 @@ def run_row(config: str, seed: int, dataset: str, cache: Path, overrides: dict) 
     if method == "turtle":
         row["labeling_iterations"] = model.n_iter_
     return row
+
+
+def seal_stage_seconds(details: dict) -> dict:
+    """Where a SEAL fit's time went, from its `fit_details_`."""
+    distill = details["distill"]
+    return {"spatial": round(sum(d["spatial_s"] for d in distill), 1),
+            "neighbors": round(sum(d["neighbor_s"] for d in distill), 1),
+            "distill": round(sum(sum(d["restart_distill_s"]) for d in distill), 1),
+            "labeling": round(details["labeling_s"], 1)}
 
 
 def settings_changed(row: dict) -> str:

@@ -82,7 +82,7 @@ def main(argv=None):
         for method in args.methods:
             for seed in args.seeds:
                 t0 = time.perf_counter()
-                run = pipeline.cluster(data, method, 10, seed=seed)
+                run = pipeline.cluster(data, method, int(len(np.unique(y))), seed=seed)
                 row = {"dataset": args.dataset, "method": method, "visual": "lite0 flip-averaged", "seed": seed,
                        **evaluate(y, run.labels), "fit_s": round(time.perf_counter() - t0, 1),
                        "cos_phi_flipped": cos_phi_flipped,

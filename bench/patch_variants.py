@@ -30,11 +30,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from accuracy import NETS, inputs, machine, splits, store_for
+from accuracy import NETS, inputs, machine, seal_stage_seconds, splits, store_for
 from seal_fast import pipeline
 from seal_fast.backbones.efficientnet import EfficientNetLite
 from seal_fast.data.preprocess import Preprocessing
 from seal_fast.data.sources import open_source
+from seal_fast.files import npy_writer
 from seal_fast.inputs import ArrayInputs
 from seal_fast.metrics import evaluate
 
@@ -54,17 +55,11 @@ def embed_patches(source: str, variant: str, path: Path, batch_size: int = 64, c
         return backbone(x, pooled=False, patches=True)["patches"]
     forward = torch.compile(patches_of) if compile else patches_of
     images = open_source(source)
-    partial = path.with_suffix(".partial.npy")
-    out = None
-    for start in tqdm(range(0, len(images), batch_size), desc=f"patches {variant}", unit="batch"):
-        batch = [images.read(i) for i in range(start, min(start + batch_size, len(images)))]
-        patches = forward(prep(batch)).to(torch.float16).numpy()
-        if out is None:
-            out = np.lib.format.open_memmap(partial, mode="w+", dtype=np.float16, shape=(len(images), *patches.shape[1:]))
-        out[start:start + len(batch)] = patches
-    out.flush()
-    del out
-    partial.rename(path)  # complete, or not there at all
+    grid = -(-prep.size // 32)  # the network's "same" padding: ceil(size / 32) cells a side
+    with npy_writer(path, (len(images), grid * grid, backbone.patch_dim), np.float16) as out:  # complete, or absent
+        for start in tqdm(range(0, len(images), batch_size), desc=f"patches {variant}", unit="batch"):
+            batch = [images.read(i) for i in range(start, min(start + batch_size, len(images)))]
+            out[start:start + len(batch)] = forward(prep(batch)).to(torch.float16).numpy()
 
 
 def cached_patches(source: str, variant: str, cache: Path, compile: bool = False) -> np.ndarray:
@@ -109,12 +104,8 @@ def main(argv=None):
                        "patch_shape": list(patches.shape[1:]), "seed": seed, **evaluate(scored.labels(), labels),
                        "fit_s": round(run.report["timings"]["fit_s"], 1),
                        "machine": machine(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-                if method == "seal":  # where the fit's time went, as bench/accuracy.py reports it
-                    distill = run.model.fit_details_["distill"]
-                    row["stage_s"] = {"spatial": round(sum(d["spatial_s"] for d in distill), 1),
-                                      "neighbors": round(sum(d["neighbor_s"] for d in distill), 1),
-                                      "distill": round(sum(sum(d["restart_distill_s"]) for d in distill), 1),
-                                      "labeling": round(run.model.fit_details_["labeling_s"], 1)}
+                if method == "seal":  # where the fit's time went
+                    row["stage_s"] = seal_stage_seconds(run.model.fit_details_)
                 print(json.dumps(row), file=f, flush=True)
                 print(method, variant, seed, row["acc"], row["nmi"], row["ari"], row["fit_s"], flush=True)
 
