@@ -65,7 +65,7 @@ def run(dataset: str, seed: int, cache: Path, graph: str = "knn") -> list[dict]:
     data = inputs(source, ["lite0"], "lite2", cache)
     Z = np.asarray(data.space(data.spaces[0]))
     y = data.labels()
-    model = SEAL(10, seed=seed)  # the defaults, for the settings only
+    model = SEAL(int(len(np.unique(y))), seed=seed)  # the defaults, for the settings only
     n_clusters, P, config = model._check_distillation_input([Z], data.patches())
     generator = torch.Generator().manual_seed(seed)
     X = torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float32))
