@@ -11,6 +11,10 @@ against the true K. The command behind the "Choosing K" tables (README, docs/res
     # the eigengap's choice at other graph sizes (k neighbours), on 10,000-row slices
     python bench/choose_k.py graphs --datasets digits fashion-mnist-test fashion-mnist-train \
         --seeds 0 1 2 3 4 --out bench/results/choose-k-graphs.jsonl
+    # the criterion from TURTLE's own fits: stability across halves in 2..16, raw and
+    # against the Gaussian null (about 10-60x one TURTLE fit per dataset and seed)
+    python bench/choose_k.py turtle --datasets mixtures digits fashion-mnist-test \
+        --seeds 0 1 --out bench/results/choose-k-turtle.jsonl
     python bench/choose_k.py table bench/results/choose-k-*.jsonl
 
 Mixtures are scikit-learn's `make_blobs` (N=3,000, d=32, centres in a box of +-10) with
@@ -163,6 +167,49 @@ def run_graphs(args) -> None:
             append(args.out, row)
 
 
+# --- TURTLE's own fits: stability across halves ---------------------------------------
+def turtle_stability(X: np.ndarray, k: int, seed: int, rows: int, iterations: int) -> float:
+    """ARI between the labelings of both halves' rows by TURTLE fitted on either half
+    (each half at most `rows` rows; TURTLE's stopping rule, at most `iterations`)."""
+    from seal_fast.models.turtle import TURTLE
+
+    a, b = (h[:rows] for h in halves(X.shape[0], seed))
+    both = X[np.concatenate([a, b])]
+    fa = TURTLE(k, seed=seed, iterations=iterations).fit([X[a]])
+    fb = TURTLE(k, seed=seed + 1, iterations=iterations).fit([X[b]])
+    return adjusted_rand_score(fa.predict([both]), fb.predict([both]))
+
+
+def run_turtle(args) -> None:
+    """TURTLE's stability across halves in 2..kmax, raw and minus the same on the
+    Gaussian null, on Lite0's pooled features (L2-normalised) or a mixture: the criterion
+    from the method's own fits, against the eigengap's choice on the same rows."""
+    for name, true_k, seed, given in datasets(args.datasets, args.seeds, args.cache):
+        if (name, seed) in done(args.out, ("dataset", "seed")) or (true_k or 0) > args.kmax - 4:
+            continue  # a mixture needs room above its K in 2..kmax
+        if given is None:
+            given = real_inputs(name, "turtle", args.cache)
+            true_k = int(len(np.unique(given.labels())))
+        X = prepare_spaces([torch.from_numpy(np.array(given.space(given.spaces[0]), dtype=np.float32))]).numpy()
+        kmax = min(args.kmax, X.shape[0] - 1)
+        ks = list(range(2, kmax + 1))
+        null = gaussian_null(X, seed)
+        t0 = time.perf_counter()
+        raw, vs_null = {}, {}
+        for k in ks:
+            raw[k] = turtle_stability(X, k, seed, args.rows, args.iterations)
+            vs_null[k] = raw[k] - turtle_stability(null, k, seed, args.rows, args.iterations)
+        eig, _ = ck.knn_graph_spectrum(ck.search_rows(torch.from_numpy(X), seed), kmax + 1, seed=seed)
+        append(args.out, {"dataset": name, "true_k": true_k, "seed": seed, "n": int(X.shape[0]), "range": [2, kmax],
+                          "rows_per_half": min(args.rows, X.shape[0] // 2), "iterations": args.iterations,
+                          "turtle_stability": {"raw_choice": max(ks, key=lambda k: (raw[k], -k)),
+                                               "vs_null_choice": max(ks, key=lambda k: (vs_null[k], -k)),
+                                               "raw": {k: round(v, 4) for k, v in raw.items()},
+                                               "vs_null": {k: round(v, 4) for k, v in vs_null.items()},
+                                               "seconds": round(time.perf_counter() - t0, 1)},
+                          "eigengap_10nn": {"choice": ck.ranked(ck.eigengap_scores(eig, 2, kmax))[0]}})
+
+
 # --- n_clusters="auto" per method -------------------------------------------------------
 def fit(given: ArrayInputs, method: str, n_clusters, seed: int) -> tuple[dict, float]:
     run = pipeline.cluster(given, method, n_clusters, seed=seed)
@@ -218,7 +265,16 @@ def table(rows: list[dict]) -> str:
     crit = [r for r in rows if "stability" in r]
     meth = [r for r in rows if "chosen_k" in r]
     graphs = [r for r in rows if "graphs" in r]
+    turtle = [r for r in rows if "turtle_stability" in r]
     lines = []
+    if turtle:
+        lines += ["| data | true K | seed | rows per half | TURTLE stability | TURTLE stability vs null | "
+                  "eigengap 10-NN | seconds |", "|---|---|---|---|---|---|---|---|"]
+        for r in sorted(turtle, key=lambda r: (order(r["dataset"], r["true_k"]), r["seed"])):
+            t = r["turtle_stability"]
+            lines.append(f"| {r['dataset']} | {r['true_k']} | {r['seed']} | {r['rows_per_half']} | {t['raw_choice']} | "
+                         f"{t['vs_null_choice']} | {r['eigengap_10nn']['choice']} | {t['seconds']:.0f} |")
+        lines.append("")
     if graphs:
         lines += ["| data | true K | rows (seed) | " + " | ".join(f"eigengap {k}-NN" for k in GRAPH_SIZES) + " |",
                   "|---|---|---|" + "---|" * len(GRAPH_SIZES)]
@@ -266,13 +322,17 @@ def table(rows: list[dict]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("criteria", "methods", "graphs"):
+    for name in ("criteria", "methods", "graphs", "turtle"):
         s = sub.add_parser(name)
         s.add_argument("--datasets", nargs="+", default=["mixtures", "digits"],
                        help="'mixtures', or datasets of bench/accuracy.py (digits, fashion-mnist-test)")
         s.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
         s.add_argument("--cache", type=Path, default=Path("feats"), help="folder of the cached feature stores")
         s.add_argument("--out", type=Path, required=True, help="JSONL of result rows (appended; rows there are skipped)")
+        if name == "turtle":
+            s.add_argument("--kmax", type=int, default=16, help="the largest K tried (from 2)")
+            s.add_argument("--rows", type=int, default=2500, help="rows per half, at most")
+            s.add_argument("--iterations", type=int, default=1000, help="TURTLE's iterations, at most")
         if name == "methods":
             s.add_argument("--methods", nargs="+", default=list(PATCHES), choices=list(PATCHES))
     t = sub.add_parser("table")
@@ -290,7 +350,7 @@ def main(argv=None):
             for net in ["lite0"] + (["lite2"] if args.command == "methods" and
                                     any(PATCHES[m] for m in args.methods) else []):
                 store_for(name, net, args.cache)  # made (or found) before any fit
-    {"criteria": run_criteria, "methods": run_methods, "graphs": run_graphs}[args.command](args)
+    {"criteria": run_criteria, "methods": run_methods, "graphs": run_graphs, "turtle": run_turtle}[args.command](args)
 
 
 if __name__ == "__main__":

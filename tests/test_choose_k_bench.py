@@ -48,3 +48,17 @@ def test_the_graphs_table_gives_every_graph_size_its_choice(bench):
     header, _, row = text.splitlines()[:3]
     assert header.count("eigengap") == len(bench.GRAPH_SIZES)
     assert row.startswith("| fashion-mnist-train | 10 | 10000 (2) | 10 (3, 4) | 11 (3, 4) |")
+
+
+def test_turtle_is_stable_across_halves_at_a_separable_mixtures_k(bench):
+    X, _ = bench.mixture(3, 1.0, seed=0, n=600)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    at_k = bench.turtle_stability(X, 3, seed=0, rows=300, iterations=300)
+    assert at_k > 0.9
+    assert bench.turtle_stability(X, 6, seed=0, rows=300, iterations=300) < at_k  # splitting a blob is unstable
+
+
+def test_the_turtle_table_gives_every_seed_its_choices(bench):
+    row = {"dataset": "digits", "true_k": 10, "seed": 1, "rows_per_half": 898,
+           "turtle_stability": {"raw_choice": 6, "vs_null_choice": 9, "seconds": 123.4}, "eigengap_10nn": {"choice": 9}}
+    assert "| digits | 10 | 1 | 898 | 6 | 9 | 9 | 123 |" in bench.table([row])
