@@ -40,6 +40,7 @@ from sklearn.datasets import make_blobs
 from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
+from tqdm import tqdm
 
 from accuracy import inputs, machine, store_for
 from seal_fast import choose_k as ck
@@ -196,7 +197,7 @@ def run_turtle(args) -> None:
         null = gaussian_null(X, seed)
         t0 = time.perf_counter()
         raw, vs_null = {}, {}
-        for k in ks:
+        for k in tqdm(ks, desc=f"{name} seed {seed}: TURTLE stability per K", file=sys.stderr):
             raw[k] = turtle_stability(X, k, seed, args.rows, args.iterations)
             vs_null[k] = raw[k] - turtle_stability(null, k, seed, args.rows, args.iterations)
         eig, _ = ck.knn_graph_spectrum(ck.search_rows(torch.from_numpy(X), seed), kmax + 1, seed=seed)

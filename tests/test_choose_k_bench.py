@@ -1,5 +1,6 @@
 """bench/choose_k.py, the command behind the README's "Choosing K" table: its criteria
 on a small mixture and the table it writes."""
+import json
 import sys
 from pathlib import Path
 
@@ -62,3 +63,18 @@ def test_the_turtle_table_gives_every_seed_its_choices(bench):
     row = {"dataset": "digits", "true_k": 10, "seed": 1, "rows_per_half": 898,
            "turtle_stability": {"raw_choice": 6, "vs_null_choice": 9, "seconds": 123.4}, "eigengap_10nn": {"choice": 9}}
     assert "| digits | 10 | 1 | 898 | 6 | 9 | 9 | 123 |" in bench.table([row])
+
+
+def test_the_turtle_command_writes_a_row_per_mixture_and_resumes(bench, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    argv = ["turtle", "--datasets", "mixtures", "--seeds", "0", "--kmax", "7", "--rows", "150",
+            "--iterations", "30", "--out", str(out)]
+    bench.main(argv)  # only the mixtures with room above their K in 2..7: K = 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["dataset"] for r in rows] == ["mixture-K3-separable", "mixture-K3-overlapping"]
+    for r in rows:
+        t = r["turtle_stability"]
+        assert r["range"] == [2, 7] and r["rows_per_half"] == 150 and sorted(map(int, t["raw"])) == list(range(2, 8))
+        assert 2 <= t["raw_choice"] <= 7 and 2 <= t["vs_null_choice"] <= 7 and r["eigengap_10nn"]["choice"] == 3
+    bench.main(argv)  # every row already there: nothing is fitted again
+    assert out.read_text().count("\n") == 2
