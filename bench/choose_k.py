@@ -12,7 +12,7 @@ against the true K. The command behind the "Choosing K" tables (README, docs/res
     python bench/choose_k.py graphs --datasets digits fashion-mnist-test fashion-mnist-train \
         --seeds 0 1 2 3 4 --out bench/results/choose-k-graphs.jsonl
     # the criterion from TURTLE's own fits: stability across halves in 2..16, raw and
-    # against the Gaussian null (about 10-60x one TURTLE fit per dataset and seed)
+    # against the Gaussian null (about 28x one TURTLE fit on digits, per seed)
     python bench/choose_k.py turtle --datasets mixtures digits fashion-mnist-test \
         --seeds 0 1 --out bench/results/choose-k-turtle.jsonl
     python bench/choose_k.py table bench/results/choose-k-*.jsonl
@@ -106,6 +106,20 @@ def generalisation(X: np.ndarray, k: int, seed: int) -> float:
     return cohen_kappa_score(km.predict(X[b]), clf.predict(X[b]))
 
 
+def against_null(score, X: np.ndarray, null: np.ndarray, ks: list[int], desc: str | None = None) -> dict:
+    """`score(X, k)` for every k in ks, raw and minus the same on the Gaussian null, each
+    with its choice (ties to the smaller K), and the seconds; `desc` shows a bar over ks."""
+    t0 = time.perf_counter()
+    raw, vs_null = {}, {}
+    for k in tqdm(ks, desc=desc, file=sys.stderr, disable=desc is None):
+        raw[k] = score(X, k)
+        vs_null[k] = raw[k] - score(null, k)
+    return {"raw_choice": max(ks, key=lambda k: (raw[k], -k)),
+            "vs_null_choice": max(ks, key=lambda k: (vs_null[k], -k)),
+            "raw": {k: round(v, 4) for k, v in raw.items()},
+            "vs_null": {k: round(v, 4) for k, v in vs_null.items()}, "seconds": round(time.perf_counter() - t0, 1)}
+
+
 def criteria_row(name: str, true_k: int, seed: int, X: np.ndarray, kmax: int) -> dict:
     """Every criterion's choice in 2..kmax on X (N, d) and what it cost."""
     Xn = prepare_spaces([torch.from_numpy(np.ascontiguousarray(X))]).numpy()
@@ -115,13 +129,7 @@ def criteria_row(name: str, true_k: int, seed: int, X: np.ndarray, kmax: int) ->
     ks = list(range(2, kmax + 1))
     row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(X.shape[0]), "range": [2, kmax]}
     for crit, score in (("stability", stability), ("generalisation", generalisation)):
-        t0 = time.perf_counter()
-        raw = {k: score(Xp, k, seed) for k in ks}
-        vs_null = {k: raw[k] - score(null, k, seed) for k in ks}
-        row[crit] = {"raw_choice": max(ks, key=lambda k: (raw[k], -k)),
-                     "vs_null_choice": max(ks, key=lambda k: (vs_null[k], -k)),
-                     "raw": {k: round(v, 4) for k, v in raw.items()},
-                     "vs_null": {k: round(v, 4) for k, v in vs_null.items()}, "seconds": round(time.perf_counter() - t0, 1)}
+        row[crit] = against_null(lambda Y, k: score(Y, k, seed), Xp, null, ks)
     for neighbors in (10, 20):
         t0 = time.perf_counter()
         eig, _ = ck.knn_graph_spectrum(torch.from_numpy(Xn), kmax + 1, n_neighbors=neighbors, seed=seed)
@@ -194,20 +202,12 @@ def run_turtle(args) -> None:
         X = prepare_spaces([torch.from_numpy(np.array(given.space(given.spaces[0]), dtype=np.float32))]).numpy()
         kmax = min(args.kmax, X.shape[0] - 1)
         ks = list(range(2, kmax + 1))
-        null = gaussian_null(X, seed)
-        t0 = time.perf_counter()
-        raw, vs_null = {}, {}
-        for k in tqdm(ks, desc=f"{name} seed {seed}: TURTLE stability per K", file=sys.stderr):
-            raw[k] = turtle_stability(X, k, seed, args.rows, args.iterations)
-            vs_null[k] = raw[k] - turtle_stability(null, k, seed, args.rows, args.iterations)
+        scores = against_null(lambda Y, k: turtle_stability(Y, k, seed, args.rows, args.iterations),
+                              X, gaussian_null(X, seed), ks, desc=f"{name} seed {seed}: TURTLE stability per K")
         eig, _ = ck.knn_graph_spectrum(ck.search_rows(torch.from_numpy(X), seed), kmax + 1, seed=seed)
         append(args.out, {"dataset": name, "true_k": true_k, "seed": seed, "n": int(X.shape[0]), "range": [2, kmax],
                           "rows_per_half": min(args.rows, X.shape[0] // 2), "iterations": args.iterations,
-                          "turtle_stability": {"raw_choice": max(ks, key=lambda k: (raw[k], -k)),
-                                               "vs_null_choice": max(ks, key=lambda k: (vs_null[k], -k)),
-                                               "raw": {k: round(v, 4) for k, v in raw.items()},
-                                               "vs_null": {k: round(v, 4) for k, v in vs_null.items()},
-                                               "seconds": round(time.perf_counter() - t0, 1)},
+                          "turtle_stability": scores,
                           "eigengap_10nn": {"choice": ck.ranked(ck.eigengap_scores(eig, 2, kmax))[0]}})
 
 
