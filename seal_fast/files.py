@@ -51,6 +51,38 @@ TORCH_WRITE_ERRORS = ("PytorchStreamWriter failed", "iostream error", "unexpecte
 
 
 @contextlib.contextmanager
+def held_folder(folder: Path, busy_message: str) -> Iterator[None]:
+    """Hold `folder` (made if need be) for one job: while it is held, another process
+    that asks for it gets SealFastError(busy_message) at once instead of two jobs
+    writing the same files. The lock is the kernel's (flock on the folder itself), so
+    it ends with the process: a crash or a kill leaves nothing to clean up."""
+    try:
+        import fcntl
+    except ImportError:  # Windows has no flock: jobs there are not guarded
+        yield
+        return
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    ours = False  # another job's folder is never removed, even if it is still empty
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SealFastError(busy_message) from None
+        except OSError:  # a filesystem without flock on folders (some network mounts): unguarded
+            pass
+        ours = True
+        yield
+    finally:
+        if made and ours:  # a job that failed before writing anything leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        os.close(fd)
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """Yield a temporary path next to `path`; rename it onto `path` on success."""
     path = Path(path)

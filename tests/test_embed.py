@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -145,4 +148,65 @@ def test_embed_images_text_keyword_is_now_with_text(tmp_path):
 
     with pytest.raises(SealFastError, match="text= is now with_text="):
         pipeline.embed_images("digits", tmp_path / "f", text=True)
+    assert not (tmp_path / "f").exists()
+
+
+class _Waits(ArraySource):
+    """A job still running: reading image 5 waits until the test lets it go on."""
+
+    def __init__(self, images, labels):
+        super().__init__(images, labels)
+        self.reading, self.go_on = threading.Event(), threading.Event()
+
+    def read(self, index):
+        if index == 5:
+            self.reading.set()
+            self.go_on.wait(120)
+        return super().read(index)
+
+
+def test_a_second_job_on_the_same_folder_is_refused_at_once(tmp_path):
+    imgs, y = _images(8)
+    running = _Waits(imgs, y)
+    done = {}
+
+    def first_job():
+        done["store"] = embed(running, tmp_path / "f", batch_size=4, chunk_size=4, patch_backbone=None,
+                              progress=False)
+
+    thread = threading.Thread(target=first_job)
+    thread.start()
+    try:
+        assert running.reading.wait(120)  # the first job has written its first chunk and is mid-way
+        with pytest.raises(SealFastError, match="another embedding job is writing this feature store"):
+            embed(ArraySource(imgs, y), tmp_path / "f", patch_backbone=None, progress=False)
+    finally:
+        running.go_on.set()
+        thread.join(120)
+    # the first job was not disturbed, and once it is done the folder is free again
+    assert done["store"].n == 8 and not (tmp_path / "f" / PARTIAL).exists()
+    again = embed(ArraySource(imgs, y), tmp_path / "f", patch_backbone=None, progress=False)
+    np.testing.assert_allclose(again.space("efficientnet-lite0"), done["store"].space("efficientnet-lite0"),
+                               atol=1e-5)
+
+
+def test_a_killed_job_leaves_no_lock_behind(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from seal_fast.files import held_folder; "
+                               "held = held_folder(sys.argv[1], 'busy'); held.__enter__(); print('held', flush=True); "
+                               "time.sleep(120)", str(tmp_path / "f")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(SealFastError, match="another embedding job"):
+            embed(ArraySource(*_images(2)), tmp_path / "f", patch_backbone=None, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert embed(ArraySource(*_images(2)), tmp_path / "f", patch_backbone=None, progress=False).n == 2
+
+
+def test_a_job_that_fails_early_leaves_no_folder(tmp_path):
+    with pytest.raises(SealFastError):
+        embed(tmp_path / "no-such-images", tmp_path / "f", progress=False)
     assert not (tmp_path / "f").exists()

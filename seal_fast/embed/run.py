@@ -31,7 +31,7 @@ from .. import distributed
 from ..backbones import DEFAULT_BACKBONE, DEFAULT_PATCH_BACKBONE, get_backbone, known_backbones
 from ..data.sources import open_source, read_many
 from ..errors import Interrupted, SealFastError
-from ..files import check_outputs
+from ..files import check_outputs, held_folder
 from ..store import FeatureStore
 from ..validation import resolve_device
 from .assemble import assemble
@@ -72,47 +72,56 @@ def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
         raise SealFastError("batch size, chunk size and chunk seconds must be positive")
     out = Path(out)
     rank, world, dev = distributed.init(device) if distributed.launched() else (0, 1, resolve_device(device))
-    # rank 0 checks the output folder and prepares the job; every rank hears how that went
-    distributed.on_rank0_then_share(lambda: _check_out(out))
-    src = open_source(source)
-    n = len(src)
+    # rank 0 checks the output folder and holds it until the store is written (a second
+    # job on the same folder is refused at once); every rank hears how that went
+    held = contextlib.ExitStack()
+    distributed.on_rank0_then_share(lambda: _check_and_hold(out, held))
+    with held:
+        src = open_source(source)
+        n = len(src)
 
-    # one model per distinct backbone; each is asked for what it must provide
-    wanted = {name: {"pooled": name in backbones, "patches": name == patch_backbone}
-              for name in dict.fromkeys(backbones + ([patch_backbone] if patch_backbone else []))}
-    models = {name: get_backbone(name, weights.get(name)).to(dev) for name in wanted}
-    runners = {name: _runner(m, dev, compile) for name, m in models.items()}
+        # one model per distinct backbone; each is asked for what it must provide
+        wanted = {name: {"pooled": name in backbones, "patches": name == patch_backbone}
+                  for name in dict.fromkeys(backbones + ([patch_backbone] if patch_backbone else []))}
+        models = {name: get_backbone(name, weights.get(name)).to(dev) for name in wanted}
+        runners = {name: _runner(m, dev, compile) for name, m in models.items()}
 
-    job = {"source": src.description, "fingerprint": src.fingerprint(), "n": n, "backbones": backbones,
-           "patch_backbone": patch_backbone, "models": {name: m.describe() for name, m in models.items()},
-           "weights": {name: file_identity(path) for name, path in weights.items()}, "world_size": world}
-    partial = out / PARTIAL
-    distributed.on_rank0_then_share(lambda: prepare_partial(partial, job, progress))
+        job = {"source": src.description, "fingerprint": src.fingerprint(), "n": n, "backbones": backbones,
+               "patch_backbone": patch_backbone, "models": {name: m.describe() for name, m in models.items()},
+               "weights": {name: file_identity(path) for name, path in weights.items()}, "world_size": world}
+        partial = out / PARTIAL
+        distributed.on_rank0_then_share(lambda: prepare_partial(partial, job, progress))
 
-    lo, hi = distributed.shard(n, rank, world)  # this rank's images; all of them outside torchrun
-    start = resume_position(partial, lo, hi)
-    t0 = time.perf_counter()
-    desc = "embed" if world == 1 else f"embed [rank {rank}/{world}]"
-    bar = tqdm(total=hi - lo, desc=desc, unit="img", disable=not progress or rank != 0, initial=start - lo)
-    try:
-        while start < hi:
-            start = _embed_chunk(src, start, min(hi, start + chunk_size), time.perf_counter() + chunk_seconds,
-                                 models, runners, wanted, dev, batch_size, partial, bar)
-    except KeyboardInterrupt:
+        lo, hi = distributed.shard(n, rank, world)  # this rank's images; all of them outside torchrun
+        start = resume_position(partial, lo, hi)
+        t0 = time.perf_counter()
+        desc = "embed" if world == 1 else f"embed [rank {rank}/{world}]"
+        bar = tqdm(total=hi - lo, desc=desc, unit="img", disable=not progress or rank != 0, initial=start - lo)
+        try:
+            while start < hi:
+                start = _embed_chunk(src, start, min(hi, start + chunk_size), time.perf_counter() + chunk_seconds,
+                                     models, runners, wanted, dev, batch_size, partial, bar)
+        except KeyboardInterrupt:
+            bar.close()
+            done = resume_position(partial, lo, hi) - lo
+            raise Interrupted(f"interrupted after {done} of {hi - lo} images; the finished ones are kept: run the same "
+                              "command again to resume") from None
         bar.close()
-        done = resume_position(partial, lo, hi) - lo
-        raise Interrupted(f"interrupted after {done} of {hi - lo} images; the finished ones are kept: run the same "
-                          "command again to resume") from None
-    bar.close()
-    seconds = time.perf_counter() - t0
-    ranks = distributed.gather({"rank": rank, "rows": [lo, hi], "seconds": round(seconds, 2),
-                                "device": str(dev)})
-    store = distributed.on_rank0_then_share(
-        lambda: assemble(out, partial, n, src, models, wanted, job, max(r["seconds"] for r in ranks),
-                          compile, ranks if world > 1 else None))
-    if rank == 0:
-        shutil.rmtree(partial, ignore_errors=True)
-    return store if store is not None else FeatureStore(out)
+        seconds = time.perf_counter() - t0
+        ranks = distributed.gather({"rank": rank, "rows": [lo, hi], "seconds": round(seconds, 2),
+                                    "device": str(dev)})
+        store = distributed.on_rank0_then_share(
+            lambda: assemble(out, partial, n, src, models, wanted, job, max(r["seconds"] for r in ranks),
+                              compile, ranks if world > 1 else None))
+        if rank == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+        return store if store is not None else FeatureStore(out)
+
+
+def _check_and_hold(out: Path, held: contextlib.ExitStack) -> None:
+    _check_out(out)
+    held.enter_context(held_folder(out, f"--out {out}: another embedding job is writing this feature store "
+                                        "now; wait for it to finish or give another --out"))
 
 
 def _check_out(out: Path) -> None:
