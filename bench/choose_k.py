@@ -11,6 +11,13 @@ against the true K. The command behind the "Choosing K" tables (README, docs/res
     # the eigengap's choice at other graph sizes (k neighbours), on 10,000-row slices
     python bench/choose_k.py graphs --datasets digits fashion-mnist-test fashion-mnist-train \
         --seeds 0 1 2 3 4 --out bench/results/choose-k-graphs.jsonl
+    # ... and at the default k on larger slices of the train split (all 60,000 rows)
+    python bench/choose_k.py graphs --datasets fashion-mnist-train --seeds 0 1 2 --rows 20000 60000 \
+        --out bench/results/choose-k-graphs.jsonl
+    # the eigengap on other features (Lite2, both) and other graphs (mutual, self-tuning
+    # weights; centred or principal-component rows)
+    python bench/choose_k.py variants --datasets mixtures digits fashion-mnist-test \
+        --seeds 0 1 2 --out bench/results/choose-k-variants.jsonl
     # the criterion from TURTLE's own fits: stability across halves in 2..16, raw and
     # against the Gaussian null (about 28x one TURTLE fit on digits, per seed)
     python bench/choose_k.py turtle --datasets mixtures digits fashion-mnist-test \
@@ -157,23 +164,108 @@ GRAPH_SIZES = (5, 10, 15, 20, 30, 50)
 
 def run_graphs(args) -> None:
     """The eigengap's choice in 2..30 for every k of GRAPH_SIZES, on the rows `choose_k`
-    reads for this seed (a seeded 10,000-row slice of a larger set, as the search takes)."""
+    reads for this seed (a seeded 10,000-row slice of a larger set, as the search takes);
+    for other slice sizes (--rows), at the default k only."""
     for name in args.datasets:
         given = real_inputs(name, "kmeans", args.cache)
         X = torch.from_numpy(np.ascontiguousarray(given.space(given.spaces[0]), dtype=np.float32))
         true_k = int(len(np.unique(given.labels())))
-        for seed in args.seeds if X.shape[0] > ck.MAX_ROWS else args.seeds[:1]:  # all rows: one graph
-            if (name, seed) in done(args.out, ("dataset", "seed")):
+        for seed in args.seeds if X.shape[0] > min(args.rows) else args.seeds[:1]:  # all rows: one graph
+            for size in args.rows:
+                rows = ck.search_rows(X, seed, size)
+                if (name, seed, int(rows.shape[0])) in done(args.out, ("dataset", "seed", "n")):
+                    continue
+                row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(rows.shape[0]), "range": [2, 30],
+                       "graphs": {}}
+                for k in tqdm(GRAPH_SIZES if size == ck.MAX_ROWS else (ck.GRAPH_NEIGHBORS,),
+                              desc=f"{name} {rows.shape[0]} rows, seed {seed}", file=sys.stderr):
+                    t0 = time.perf_counter()
+                    eig, _ = ck.knn_graph_spectrum(rows, 31, n_neighbors=k, seed=seed)
+                    best = ck.ranked(ck.eigengap_scores(eig, 2, 30))
+                    row["graphs"][str(k)] = {"choice": best[0], "next": best[1:3],
+                                             "eigenvalues": [round(float(v), 5) for v in eig],
+                                             "seconds": round(time.perf_counter() - t0, 1)}
+                append(args.out, row)
+
+
+# --- the eigengap with other features and other graphs -------------------------------
+FEATURES = {"lite0": ["lite0"], "lite2": ["lite2"], "lite0+lite2": ["lite0", "lite2"]}
+PREPARATIONS = ("as-is", "centred", "pca64", "pca64-whitened")
+GRAPHS = ("either-10", "either-20", "mutual-10", "self-tuning-10")
+
+
+def prepared(X: np.ndarray, how: str) -> np.ndarray:
+    """The rows as the graph reads them (by cosine): L2-normalised ("as-is", what the
+    search reads), then centred, then on their 64 principal components, then whitened."""
+    X = X / np.linalg.norm(X, axis=1, keepdims=True).clip(1e-12)
+    if how == "as-is":
+        return X
+    X = X - X.mean(0)
+    if how == "centred":
+        return X
+    _, s, vt = np.linalg.svd(X, full_matrices=False)
+    P = X @ vt[:64].T
+    return P / s[:64] if how == "pca64-whitened" else P
+
+
+def graph(X: np.ndarray, how: str):
+    """The graph of the rows, "KIND-k": i ~ j when either lists the other among its k
+    nearest by cosine (the search's graph), when both do (mutual), or the either-graph
+    weighted exp(-d^2 / (s_i s_j)), d = 1 - cosine, s_i the distance to i's k-th
+    neighbour (self-tuning, Zelnik-Manor & Perona 2004)."""
+    import scipy.sparse as sp
+
+    from seal_fast.ops.cosine_topk import cosine_topk
+
+    kind, k = how.rsplit("-", 1)
+    n, k = X.shape[0], int(k)
+    sim, index = cosine_topk(*[torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))] * 2, k, exclude_self=True)
+    index = index.numpy()
+    if kind == "either":
+        return ck.either_lists(index)
+    rows = np.repeat(np.arange(n), k)
+    if kind == "mutual":
+        W = sp.csr_matrix((np.ones(n * k), (rows, index.ravel())), shape=(n, n))
+        return W.minimum(W.T)
+    d = (1.0 - sim.numpy().astype(np.float64)).clip(0.0)
+    scale = d[:, -1].clip(1e-12)
+    W = sp.csr_matrix((np.exp(-d ** 2 / (scale[:, None] * scale[index])).ravel(), (rows, index.ravel())), shape=(n, n))
+    return W.maximum(W.T)
+
+
+def run_variants(args) -> None:
+    """The eigengap's choice in 2..30 for every preparation x graph, on each feature set
+    (mixtures: their coordinates), on the rows the search reads."""
+    for name, true_k, seed, given in datasets(args.datasets, args.seeds, args.cache):
+        feature_sets = {"x": None} if given is not None else FEATURES
+        for features, nets in feature_sets.items():
+            if (name, seed, features) in done(args.out, ("dataset", "seed", "features")):
                 continue
-            rows = ck.search_rows(X, seed)
-            row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(rows.shape[0]), "range": [2, 30],
-                   "graphs": {}}
-            for k in GRAPH_SIZES:
-                eig, _ = ck.knn_graph_spectrum(rows, 31, n_neighbors=k, seed=seed)
-                best = ck.ranked(ck.eigengap_scores(eig, 2, 30))
-                row["graphs"][str(k)] = {"choice": best[0], "next": best[1:3],
-                                         "eigenvalues": [round(float(v), 5) for v in eig]}
-            append(args.out, row)
+            if given is None:
+                real = inputs(name, nets, None, args.cache)
+                if real.n <= ck.MAX_ROWS and seed != args.seeds[0]:
+                    continue  # the search reads every row: one graph, whatever the seed
+                true_k = int(len(np.unique(real.labels())))
+                X = prepare_spaces([torch.from_numpy(np.ascontiguousarray(real.space(s), dtype=np.float32))
+                                    for s in real.spaces])
+                X = ck.search_rows(X, seed).numpy()
+            else:
+                X = given.space("x")
+            append(args.out, variants_row(name, true_k, seed, features, X))
+
+
+def variants_row(name: str, true_k: int, seed: int, features: str, X: np.ndarray) -> dict:
+    """The eigengap's choice in 2..30 (and the next two) for every preparation x graph."""
+    kmax = min(30, X.shape[0] - 2)
+    row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(X.shape[0]), "features": features,
+           "range": [2, kmax], "variants": {}}
+    for prep in tqdm(PREPARATIONS, desc=f"{name} {features} seed {seed}", file=sys.stderr):
+        Y = prepared(X, prep)
+        for how in GRAPHS:
+            eig, _ = ck.laplacian_spectrum(graph(Y, how), kmax + 1, seed=seed)
+            best = ck.ranked(ck.eigengap_scores(eig, 2, kmax))
+            row["variants"][f"{prep}/{how}"] = {"choice": best[0], "next": best[1:3]}
+    return row
 
 
 # --- TURTLE's own fits: stability across halves ---------------------------------------
@@ -267,7 +359,20 @@ def table(rows: list[dict]) -> str:
     meth = [r for r in rows if "chosen_k" in r]
     graphs = [r for r in rows if "graphs" in r]
     turtle = [r for r in rows if "turtle_stability" in r]
+    variants = [r for r in rows if "variants" in r]
     lines = []
+    if variants:
+        lines += ["| data | true K | features | preparation | " + " | ".join(GRAPHS) + " |",
+                  "|---|---|---|---|" + "---|" * len(GRAPHS)]
+        groups: dict[tuple, list[dict]] = {}
+        for r in variants:
+            groups.setdefault((r["dataset"], r["features"]), []).append(r)
+        for (name, features), rs in sorted(groups.items(), key=lambda item: (order(item[0][0], item[1][0]["true_k"]),
+                                                                             item[0][1])):
+            for prep in PREPARATIONS:
+                lines.append(f"| {name} | {rs[0]['true_k']} | {features} | {prep} | " + " | ".join(
+                    ", ".join(str(r["variants"][f"{prep}/{how}"]["choice"]) for r in rs) for how in GRAPHS) + " |")
+        lines.append("")
     if turtle:
         lines += ["| data | true K | seed | rows per half | TURTLE stability | TURTLE stability vs null | "
                   "eigengap 10-NN | seconds |", "|---|---|---|---|---|---|---|---|"]
@@ -323,7 +428,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("criteria", "methods", "graphs", "turtle"):
+    for name in ("criteria", "methods", "graphs", "turtle", "variants"):
         s = sub.add_parser(name)
         s.add_argument("--datasets", nargs="+", default=["mixtures", "digits"],
                        help="'mixtures', or datasets of bench/accuracy.py (digits, fashion-mnist-test)")
@@ -336,6 +441,10 @@ def main(argv=None):
             s.add_argument("--iterations", type=int, default=1000, help="TURTLE's iterations, at most")
         if name == "methods":
             s.add_argument("--methods", nargs="+", default=list(PATCHES), choices=list(PATCHES))
+        if name == "graphs":
+            s.add_argument("--rows", nargs="+", type=int, default=[ck.MAX_ROWS],
+                           help="rows the graph is built on (a seeded slice of larger sets); every k of "
+                                f"{GRAPH_SIZES} at {ck.MAX_ROWS}, the default k at other sizes")
     t = sub.add_parser("table")
     t.add_argument("rows", nargs="+", type=Path)
     args = p.parse_args(argv)
@@ -348,10 +457,11 @@ def main(argv=None):
         return
     for name in args.datasets:
         if name != "mixtures":
-            for net in ["lite0"] + (["lite2"] if args.command == "methods" and
+            for net in ["lite0"] + (["lite2"] if args.command == "variants" or args.command == "methods" and
                                     any(PATCHES[m] for m in args.methods) else []):
                 store_for(name, net, args.cache)  # made (or found) before any fit
-    {"criteria": run_criteria, "methods": run_methods, "graphs": run_graphs, "turtle": run_turtle}[args.command](args)
+    {"criteria": run_criteria, "methods": run_methods, "graphs": run_graphs, "turtle": run_turtle,
+     "variants": run_variants}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -119,13 +119,8 @@ class KChoice:
 
 def knn_graph_spectrum(X: torch.Tensor, n_eigenvalues: int, *, n_neighbors: int = GRAPH_NEIGHBORS,
                        seed: int = 0) -> tuple[np.ndarray, dict]:
-    """The `n_eigenvalues` smallest eigenvalues of the normalised Laplacian
-    I - D^-1/2 W D^-1/2 of the symmetric cosine kNN graph of the rows of X (N, d), and
-    the seconds of its two stages."""
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
-    from threadpoolctl import threadpool_limits
-
+    """The `n_eigenvalues` smallest eigenvalues of the normalised Laplacian of the
+    symmetric cosine kNN graph of the rows of X (N, d), and the seconds of its two stages."""
     from .ops.cosine_topk import cosine_topk
 
     n = X.shape[0]
@@ -133,11 +128,31 @@ def knn_graph_spectrum(X: torch.Tensor, n_eigenvalues: int, *, n_neighbors: int 
     t0 = time.perf_counter()
     _, index = cosine_topk(X, X, k, exclude_self=True)
     t_neighbors = time.perf_counter() - t0
-    rows = np.repeat(np.arange(n), k)
-    W = sp.csr_matrix((np.ones(n * k), (rows, index.cpu().numpy().ravel())), shape=(n, n))
-    W = ((W + W.T) > 0).astype(np.float64)  # i ~ j when either lists the other
+    eigenvalues, n_parts = laplacian_spectrum(either_lists(index.cpu().numpy()), n_eigenvalues, seed=seed)
+    return eigenvalues, {"neighbors_s": t_neighbors, "eigen_s": time.perf_counter() - t0 - t_neighbors,
+                         "graph_pieces": n_parts}
+
+
+def either_lists(index: np.ndarray):
+    """The graph (sparse, N x N, weights 1) in which i ~ j when either lists the other
+    among its neighbours (`index`: (N, k) neighbour lists)."""
+    import scipy.sparse as sp
+
+    n, k = index.shape
+    W = sp.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), index.ravel())), shape=(n, n))
+    return ((W + W.T) > 0).astype(np.float64)
+
+
+def laplacian_spectrum(W, n_eigenvalues: int, *, seed: int = 0) -> tuple[np.ndarray, int]:
+    """The `n_eigenvalues` smallest eigenvalues of the normalised Laplacian
+    I - D^-1/2 W D^-1/2 of the symmetric sparse graph W, and its number of pieces."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+    from threadpoolctl import threadpool_limits
+
     d = np.asarray(W.sum(axis=1)).ravel()
-    scale = sp.diags(1.0 / np.sqrt(d))
+    # a row with no edge (not in either_lists' graphs, in sparser ones) adds an eigenvalue 1, not a group
+    scale = sp.diags(1.0 / np.sqrt(np.maximum(d, 1e-300)))
     A = (scale @ W @ scale).tocsr()  # eigenvalues of the Laplacian are 1 - those of A
     # Well separated groups are separate pieces of the graph, each adding an eigenvalue 0;
     # Lanczos (eigsh) finds one vector per repeated eigenvalue, so each piece is solved alone.
@@ -151,9 +166,7 @@ def knn_graph_spectrum(X: torch.Tensor, n_eigenvalues: int, *, n_neighbors: int 
         for p in range(n_parts):
             members = np.flatnonzero(part == p)
             values.extend(1.0 - _largest_eigenvalues(A[members][:, members], n_eigenvalues, rng))
-    eigenvalues = np.sort(np.clip(values, 0.0, 2.0))[:n_eigenvalues]
-    return eigenvalues, {"neighbors_s": t_neighbors, "eigen_s": time.perf_counter() - t0 - t_neighbors,
-                         "graph_pieces": n_parts}
+    return np.sort(np.clip(values, 0.0, 2.0))[:n_eigenvalues], n_parts
 
 
 def _largest_eigenvalues(A, count: int, rng) -> np.ndarray:
@@ -166,11 +179,11 @@ def _largest_eigenvalues(A, count: int, rng) -> np.ndarray:
     return eigsh(A, k=count, which="LA", v0=rng.standard_normal(m), tol=1e-8)[0]
 
 
-def search_rows(X: torch.Tensor, seed: int) -> torch.Tensor:
-    """The rows the search reads: all of X, or a seeded subsample of MAX_ROWS of them."""
-    if X.shape[0] <= MAX_ROWS:
+def search_rows(X: torch.Tensor, seed: int, rows: int = MAX_ROWS) -> torch.Tensor:
+    """The rows the search reads: all of X, or a seeded subsample of `rows` of them."""
+    if X.shape[0] <= rows:
         return X
-    keep = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:MAX_ROWS]
+    keep = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:rows]
     return X.index_select(0, keep.to(X.device))
 
 

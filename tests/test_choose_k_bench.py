@@ -78,3 +78,35 @@ def test_the_turtle_command_writes_a_row_per_mixture_and_resumes(bench, tmp_path
         assert 2 <= t["raw_choice"] <= 7 and 2 <= t["vs_null_choice"] <= 7 and r["eigengap_10nn"]["choice"] == 3
     bench.main(argv)  # every row already there: nothing is fitted again
     assert out.read_text().count("\n") == 2
+
+
+def test_every_graph_variant_scores_a_separable_mixture(bench):
+    X, _ = bench.mixture(4, 1.0, seed=0, n=400)
+    row = bench.variants_row("m", 4, 0, "x", X)
+    assert sorted(row["variants"]) == sorted(f"{p}/{g}" for p in bench.PREPARATIONS for g in bench.GRAPHS)
+    assert all(2 <= v["choice"] <= 30 and len(v["next"]) == 2 for v in row["variants"].values())
+    for prep in bench.PREPARATIONS:  # the either- and weighted graphs keep the four blobs apart
+        for how in ("either-10", "either-20", "self-tuning-10"):
+            assert row["variants"][f"{prep}/{how}"]["choice"] == 4, (prep, how)
+
+
+def test_the_graphs_are_symmetric_and_mutual_is_within_either(bench):
+    X = np.random.default_rng(3).normal(size=(300, 8)).astype(np.float32)
+    either, mutual, tuned = (bench.graph(X, how) for how in ("either-10", "mutual-10", "self-tuning-10"))
+    for W in (either, mutual, tuned):
+        assert abs(W - W.T).max() == 0
+    assert (either > 0).sum(axis=1).min() >= 10
+    assert set(zip(*mutual.nonzero())) <= set(zip(*either.nonzero())) and 0 < mutual.nnz < either.nnz
+    assert (tuned > 0).nnz == either.nnz and 0 < tuned.data.min() and tuned.data.max() <= 1
+
+
+def test_the_variants_command_writes_a_row_per_mixture_and_resumes(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "MIXTURES", [(3, "separable", 1.0)])
+    out = tmp_path / "rows.jsonl"
+    argv = ["variants", "--datasets", "mixtures", "--seeds", "0", "--out", str(out)]
+    bench.main(argv)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["variants"]["as-is/either-10"]["choice"] == 3
+    assert "| mixture-K3-separable | 3 | x | as-is | 3 | 3 |" in bench.table(rows)
+    bench.main(argv)  # the row is there: nothing is computed again
+    assert out.read_text().count("\n") == 1
