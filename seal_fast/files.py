@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -62,7 +63,7 @@ def held_folder(folder: Path, busy_message: str) -> Iterator[None]:
         yield
         return
     folder = Path(folder)
-    made = not folder.exists()
+    made = [p for p in [folder, *folder.parents] if not p.exists()]  # removed again if left empty
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder, os.O_RDONLY)
     ours = False  # another job's folder is never removed, even if it is still empty
@@ -71,15 +72,29 @@ def held_folder(folder: Path, busy_message: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise SealFastError(busy_message) from None
-        except OSError:  # a filesystem without flock on folders (some network mounts): unguarded
-            pass
+        except OSError:  # flock on folders is refused on some network mounts (NFS)
+            print(f"note: {folder} cannot be locked on this filesystem; make sure no other job writes there",
+                  file=sys.stderr)
+        if not _same_file(fd, folder):  # removed and made again by another job since we opened it
+            raise SealFastError(busy_message)
         ours = True
         yield
     finally:
-        if made and ours:  # a job that failed before writing anything leaves no empty folder behind
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        if ours:  # a job that failed before writing anything leaves no empty folder behind
+            for path in made:
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+        with contextlib.suppress(OSError):  # before close: a forked child's copy of fd must not keep it
+            fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 @contextlib.contextmanager

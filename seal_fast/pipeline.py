@@ -296,7 +296,7 @@ def import_arrays(arrays, out, *, patches=None, text=None, labels=None, names=No
     """A feature store at `out` from array files (embeddings made elsewhere); every name,
     array and output path is checked before anything is written."""
     from .files import check_outputs
-    from .store import write_store
+    from .store import held_for_writing, write_store
 
     inputs = open_inputs(arrays, patches=patches, text=text, labels=labels, names=names)
     if not isinstance(inputs, ArrayInputs):
@@ -308,16 +308,17 @@ def import_arrays(arrays, out, *, patches=None, text=None, labels=None, names=No
     inputs.check_values()
     labels = inputs.labels()
     existed = out.exists()
-    try:
-        return write_store(out, spaces={name: inputs.space(name) for name in inputs.spaces},
-                           patches=inputs.patches() if inputs.has("patches") else None, labels=labels,
-                           text=inputs.text(), meta={"source": {**inputs.description, "kind": "import"}})
-    except BaseException:  # a full disk, Ctrl-C: leave --out as it was (new, or empty), so a rerun can use it
-        for child in (out.iterdir() if out.is_dir() else []):
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-        if not existed and out.is_dir():
-            out.rmdir()
-        raise
+    with held_for_writing(out):  # outside the try: another job's files are not ours to remove
+        try:
+            return write_store(out, spaces={name: inputs.space(name) for name in inputs.spaces},
+                               patches=inputs.patches() if inputs.has("patches") else None, labels=labels,
+                               text=inputs.text(), meta={"source": {**inputs.description, "kind": "import"}})
+        except BaseException:  # a full disk, Ctrl-C: leave --out as it was (new, or empty), so a rerun can use it
+            for child in (out.iterdir() if out.is_dir() else []):
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+            if not existed and out.is_dir():
+                out.rmdir()
+            raise
 
 
 def parse_weights(items, backbones, patch_backbone, explicit) -> dict:
@@ -353,6 +354,7 @@ def embed_images(source, out, *, backbones=None, patch_backbone=None, weights=()
     from . import distributed
     from .backbones import DEFAULT_BACKBONE
     from .embed import add_text_features, embed
+    from .store import held_for_writing
 
     named = [backbones] if isinstance(backbones, str) else list(backbones or [])
     backbones = named or [DEFAULT_BACKBONE]
@@ -375,7 +377,8 @@ def embed_images(source, out, *, backbones=None, patch_backbone=None, weights=()
         torch.distributed.destroy_process_group()
         if rank != 0:
             return None
-    if with_text:
-        store = add_text_features(out, clip[0], weights=weights.get(clip[0]), nouns_path=nouns, device=device,
-                                  progress=progress)
+    if with_text:  # held again (a job that took the folder in between is not overwritten: this one stops)
+        with held_for_writing(out):
+            store = add_text_features(out, clip[0], weights=weights.get(clip[0]), nouns_path=nouns, device=device,
+                                      progress=progress)
     return store

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SealFastError
-from .files import atomic_path, npy_writer, save_json_atomic, save_npy_atomic  # noqa: F401  (re-exported)
+from .files import atomic_path, held_folder, npy_writer, save_json_atomic, save_npy_atomic  # noqa: F401  (re-exported)
 from .readers import read_npy
 from .validation import check_labels
 
@@ -207,6 +207,13 @@ def _no_duplicate_keys(pairs):
 
 def _entry(file: str, arr_shape, dtype, kind: str, **extra) -> dict:
     return {"file": file, "shape": list(arr_shape), "dtype": str(np.dtype(dtype)), "kind": kind, **extra}
+
+
+def held_for_writing(path):
+    """The store's folder, held while one job writes it (embedding, adding text, an
+    import): a second job on it is refused at once (files.held_folder)."""
+    return held_folder(Path(path), f"--out {path}: another job is writing a feature store there now; wait for "
+                                   "it to finish or give another --out")
 
 
 def write_store(path, *, spaces: dict[str, np.ndarray] | None = None, patches: np.ndarray | None = None,

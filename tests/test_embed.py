@@ -1,7 +1,10 @@
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ from PIL import Image
 from seal_fast.data.sources import ArraySource
 from seal_fast.embed import PARTIAL, embed
 from seal_fast.errors import Interrupted, SealFastError
+from seal_fast.pipeline import import_arrays
+from seal_fast.store import held_for_writing
 
 
 def _images(n=10, seed=0):
@@ -178,7 +183,7 @@ def test_a_second_job_on_the_same_folder_is_refused_at_once(tmp_path):
     thread.start()
     try:
         assert running.reading.wait(120)  # the first job has written its first chunk and is mid-way
-        with pytest.raises(SealFastError, match="another embedding job is writing this feature store"):
+        with pytest.raises(SealFastError, match="another job is writing a feature store there"):
             embed(ArraySource(imgs, y), tmp_path / "f", patch_backbone=None, progress=False)
     finally:
         running.go_on.set()
@@ -198,7 +203,7 @@ def test_a_killed_job_leaves_no_lock_behind(tmp_path):
         stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(SealFastError, match="another embedding job"):
+        with pytest.raises(SealFastError, match="another job is writing"):
             embed(ArraySource(*_images(2)), tmp_path / "f", patch_backbone=None, progress=False)
     finally:
         holder.kill()
@@ -208,5 +213,30 @@ def test_a_killed_job_leaves_no_lock_behind(tmp_path):
 
 def test_a_job_that_fails_early_leaves_no_folder(tmp_path):
     with pytest.raises(SealFastError):
-        embed(tmp_path / "no-such-images", tmp_path / "f", progress=False)
-    assert not (tmp_path / "f").exists()
+        embed(tmp_path / "no-such-images", tmp_path / "a" / "b" / "f", progress=False)
+    assert list(tmp_path.iterdir()) == []  # nor the parents it made
+
+
+def test_an_import_into_a_folder_being_written_is_refused(tmp_path):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
+    with held_for_writing(tmp_path / "f"):
+        with pytest.raises(SealFastError, match="another job is writing a feature store there"):
+            import_arrays([tmp_path / "x.npy"], tmp_path / "f")
+        assert (tmp_path / "f").is_dir()  # the other job's folder is left alone
+    assert import_arrays([tmp_path / "x.npy"], tmp_path / "f").n == 20
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_the_lock_ends_with_the_job_though_a_forked_child_lives_on(tmp_path):
+    (tmp_path / "f").mkdir()  # kept after the job: the second hold asks for the same folder
+    with held_for_writing(tmp_path / "f"):
+        child = os.fork()
+        if child == 0:  # a worker forked mid-job (it shares the lock's open file)
+            time.sleep(30)
+            os._exit(0)
+    try:
+        with held_for_writing(tmp_path / "f"):
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

@@ -31,8 +31,8 @@ from .. import distributed
 from ..backbones import DEFAULT_BACKBONE, DEFAULT_PATCH_BACKBONE, get_backbone, known_backbones
 from ..data.sources import open_source, read_many
 from ..errors import Interrupted, SealFastError
-from ..files import check_outputs, held_folder
-from ..store import FeatureStore
+from ..files import check_outputs
+from ..store import FeatureStore, held_for_writing
 from ..validation import resolve_device
 from .assemble import assemble
 from .journal import PARTIAL, file_identity, prepare_partial, resume_position, write_chunk
@@ -120,8 +120,7 @@ def embed(source, out, *, backbones: Sequence[str] = (DEFAULT_BACKBONE,),
 
 def _check_and_hold(out: Path, held: contextlib.ExitStack) -> None:
     _check_out(out)
-    held.enter_context(held_folder(out, f"--out {out}: another embedding job is writing this feature store "
-                                        "now; wait for it to finish or give another --out"))
+    held.enter_context(held_for_writing(out))
 
 
 def _check_out(out: Path) -> None:
