@@ -172,6 +172,8 @@ def run_graphs(args) -> None:
         true_k = int(len(np.unique(given.labels())))
         for seed in args.seeds if X.shape[0] > min(args.rows) else args.seeds[:1]:  # all rows: one graph
             for size in args.rows:
+                if size >= X.shape[0] and seed != args.seeds[0]:
+                    continue  # every row: one graph, whatever the seed
                 rows = ck.search_rows(X, seed, size)
                 if (name, seed, int(rows.shape[0])) in done(args.out, ("dataset", "seed", "n")):
                     continue
