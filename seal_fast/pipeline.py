@@ -45,7 +45,9 @@ class ClusterRun:
         """One line: how many labels and clusters, and the evaluation (or why there is none)."""
         line = f"{self.labels.shape[0]} labels, {len(np.unique(self.labels))} clusters used"
         if "choose_k" in self.report:
-            line += f" (K={self.report['n_clusters']} chosen in {self.report['n_clusters_asked']})"
+            nearest = ", ".join(f"{k} at {r:.2f}" for k, r in self.report["choose_k"]["runners_up"].items())
+            line += (f" (K={self.report['n_clusters']} chosen in {self.report['n_clusters_asked']}"
+                     f"{f'; next: {nearest} of its score' if nearest else ''})")
         if "evaluation" in self.report:
             return line + f"; against the inputs' labels: {json.dumps(self.report['evaluation'])}"
         if "evaluation_skipped" in self.report:

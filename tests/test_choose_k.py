@@ -145,7 +145,14 @@ def test_cli_auto_writes_scores_and_plot(tmp_path, mixture_store):
     lo, hi = default_range(500)
     assert sorted(map(int, search["scores"])) == list(range(lo, hi + 1)) and search["chosen"] == 5
     assert search["seconds"] > 0 and len(search["eigenvalues"]) == hi + 1
-    assert "K=5 chosen in auto" in stdout + err
+    assert "K=5 chosen in auto; next: " in stdout + err
+    # the runners-up: the next best K, each score as a fraction of the chosen K's
+    scores = {int(k): v for k, v in search["scores"].items()}
+    nxt = sorted((k for k in scores if k != 5), key=lambda k: (-scores[k], k))[:2]
+    assert list(map(int, search["runners_up"])) == nxt
+    assert [round(scores[k] / scores[5], 3) for k in nxt] == list(search["runners_up"].values())
+    assert all(0 <= r <= 1 for r in search["runners_up"].values())
+    assert f"next: {nxt[0]} at {scores[nxt[0]] / scores[5]:.2f}" in stdout + err
     plot = tmp_path / "r-k.png"
     from PIL import Image
 
