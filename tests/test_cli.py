@@ -294,7 +294,7 @@ def test_ctrl_c_while_the_modules_load_is_one_line(tmp_path):
 
     # On a loaded machine the whole run can end between the moment torch is seen and the
     # signal (exit 0, nothing interrupted): then the interrupt missed the loading, try again.
-    for _ in range(5):
+    for _ in range(20):
         proc = subprocess.Popen([sys.executable, "-m", "seal_fast", "info"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         # Interrupt as soon as torch's library is mapped: main is then loading the heavy modules
