@@ -294,8 +294,12 @@ def test_ctrl_c_while_the_modules_load_is_one_line(tmp_path):
 
     # On a loaded machine the whole run can end between the moment torch is seen and the
     # signal (exit 0, nothing interrupted): then the interrupt missed the loading, try again.
-    for _ in range(20):
-        proc = subprocess.Popen([sys.executable, "-m", "seal_fast", "info"], stdout=subprocess.PIPE,
+    # A suite started in the background (`pytest &`) ignores SIGINT, and so would its children:
+    # the child restores the default and execs the command (same pid), as a terminal would run it.
+    command = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.executable, [sys.executable, '-m', 'seal_fast', 'info'])")
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", command], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         # Interrupt as soon as torch's library is mapped: main is then loading the heavy modules
         # (a fixed delay raced with a warm page cache, which loads them in under a second)
