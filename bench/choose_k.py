@@ -170,7 +170,7 @@ def run_graphs(args) -> None:
         given = real_inputs(name, "kmeans", args.cache)
         X = torch.from_numpy(np.ascontiguousarray(given.space(given.spaces[0]), dtype=np.float32))
         true_k = int(len(np.unique(given.labels())))
-        for seed in args.seeds if X.shape[0] > min(args.rows) else args.seeds[:1]:  # all rows: one graph
+        for seed in args.seeds:
             for size in args.rows:
                 if size >= X.shape[0] and seed != args.seeds[0]:
                     continue  # every row: one graph, whatever the seed
@@ -215,23 +215,20 @@ def graph(X: np.ndarray, how: str):
     nearest by cosine (the search's graph), when both do (mutual), or the either-graph
     weighted exp(-d^2 / (s_i s_j)), d = 1 - cosine, s_i the distance to i's k-th
     neighbour (self-tuning, Zelnik-Manor & Perona 2004)."""
-    import scipy.sparse as sp
-
     from seal_fast.ops.cosine_topk import cosine_topk
 
     kind, k = how.rsplit("-", 1)
-    n, k = X.shape[0], int(k)
-    sim, index = cosine_topk(*[torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))] * 2, k, exclude_self=True)
+    rows = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    sim, index = cosine_topk(rows, rows, int(k), exclude_self=True)
     index = index.numpy()
     if kind == "either":
         return ck.either_lists(index)
-    rows = np.repeat(np.arange(n), k)
     if kind == "mutual":
-        W = sp.csr_matrix((np.ones(n * k), (rows, index.ravel())), shape=(n, n))
+        W = ck.neighbour_lists(index)
         return W.minimum(W.T)
     d = (1.0 - sim.numpy().astype(np.float64)).clip(0.0)
     scale = d[:, -1].clip(1e-12)
-    W = sp.csr_matrix((np.exp(-d ** 2 / (scale[:, None] * scale[index])).ravel(), (rows, index.ravel())), shape=(n, n))
+    W = ck.neighbour_lists(index, np.exp(-d ** 2 / (scale[:, None] * scale[index])))
     return W.maximum(W.T)
 
 

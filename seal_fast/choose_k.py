@@ -140,13 +140,20 @@ def knn_graph_spectrum(X: torch.Tensor, n_eigenvalues: int, *, n_neighbors: int 
                          "graph_pieces": n_parts}
 
 
-def either_lists(index: np.ndarray):
-    """The graph (sparse, N x N, weights 1) in which i ~ j when either lists the other
-    among its neighbours (`index`: (N, k) neighbour lists)."""
+def neighbour_lists(index: np.ndarray, weights: np.ndarray | None = None):
+    """The directed graph (sparse, N x N) with an edge i -> j for each j that i lists
+    among its neighbours (`index`: (N, k)), weighted 1 or by `weights` (N, k)."""
     import scipy.sparse as sp
 
     n, k = index.shape
-    W = sp.csr_matrix((np.ones(n * k), (np.repeat(np.arange(n), k), index.ravel())), shape=(n, n))
+    data = np.ones(n * k) if weights is None else weights.ravel()
+    return sp.csr_matrix((data, (np.repeat(np.arange(n), k), index.ravel())), shape=(n, n))
+
+
+def either_lists(index: np.ndarray):
+    """The graph (sparse, N x N, weights 1) in which i ~ j when either lists the other
+    among its neighbours (`index`: (N, k) neighbour lists)."""
+    W = neighbour_lists(index)
     return ((W + W.T) > 0).astype(np.float64)
 
 

@@ -45,9 +45,9 @@ class ClusterRun:
         """One line: how many labels and clusters, and the evaluation (or why there is none)."""
         line = f"{self.labels.shape[0]} labels, {len(np.unique(self.labels))} clusters used"
         if "choose_k" in self.report:
+            choice = f"K={self.report['n_clusters']} chosen in {self.report['n_clusters_asked']}"
             nearest = ", ".join(f"{k} at {r:.2f}" for k, r in self.report["choose_k"]["runners_up"].items())
-            line += (f" (K={self.report['n_clusters']} chosen in {self.report['n_clusters_asked']}"
-                     f"{f'; next: {nearest} of its score' if nearest else ''})")
+            line += f" ({choice}; next: {nearest} of its score)" if nearest else f" ({choice})"
         if "evaluation" in self.report:
             return line + f"; against the inputs' labels: {json.dumps(self.report['evaluation'])}"
         if "evaluation_skipped" in self.report:
@@ -309,8 +309,9 @@ def import_arrays(arrays, out, *, patches=None, text=None, labels=None, names=No
     check_outputs({"--out": out / "manifest.json"}, inputs=[Path(p) for p in [*arrays, patches, text, labels] if p])
     inputs.check_values()
     labels = inputs.labels()
-    existed = out.exists()
-    with held_for_writing(out):  # outside the try: another job's files are not ours to remove
+    # held_for_writing removes --out again if it made it and it is left empty; it is outside
+    # the try, so a second job's refusal removes none of the first one's files
+    with held_for_writing(out):
         try:
             return write_store(out, spaces={name: inputs.space(name) for name in inputs.spaces},
                                patches=inputs.patches() if inputs.has("patches") else None, labels=labels,
@@ -318,8 +319,6 @@ def import_arrays(arrays, out, *, patches=None, text=None, labels=None, names=No
         except BaseException:  # a full disk, Ctrl-C: leave --out as it was (new, or empty), so a rerun can use it
             for child in (out.iterdir() if out.is_dir() else []):
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
-            if not existed and out.is_dir():
-                out.rmdir()
             raise
 
 
