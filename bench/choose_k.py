@@ -22,6 +22,10 @@ against the true K. The command behind the "Choosing K" tables (README, docs/res
     # against the Gaussian null (about 28x one TURTLE fit on digits, per seed)
     python bench/choose_k.py turtle --datasets mixtures digits fashion-mnist-test \
         --seeds 0 1 --out bench/results/choose-k-turtle.jsonl
+    # classical indices on K-Means partitions (silhouette, Calinski-Harabasz, Davies-Bouldin,
+    # the gap statistic, Gaussian mixtures' BIC) against the eigengap, on the same rows
+    python bench/choose_k.py indices --datasets mixtures digits fashion-mnist-test fashion-mnist-train \
+        --seeds 0 1 2 --out bench/results/choose-k-indices.jsonl
     python bench/choose_k.py table bench/results/choose-k-*.jsonl
 
 Mixtures are scikit-learn's `make_blobs` (N=3,000, d=32, centres in a box of +-10) with
@@ -302,6 +306,78 @@ def run_turtle(args) -> None:
                           "eigengap_10nn": {"choice": ck.ranked(ck.eigengap_scores(eig, 2, kmax))[0]}})
 
 
+# --- classical indices on K-Means partitions -----------------------------------------
+INDICES = ("silhouette", "calinski_harabasz", "davies_bouldin", "gap", "gap_first", "bic_diag32", "bic_full16")
+INDEX_NAMES = {"silhouette": "silhouette", "calinski_harabasz": "Calinski-Harabasz", "davies_bouldin": "Davies-Bouldin",
+               "gap": "gap, largest", "gap_first": "gap, Tibshirani's rule", "bic_diag32": "BIC diagonal, 32 PCs",
+               "bic_full16": "BIC full, 16 PCs"}
+
+
+def gap_references(Xp: np.ndarray, seed: int, draws: int) -> list[np.ndarray]:
+    """Tibshirani's reference data for the gap statistic: uniform draws in the box the
+    rows span along their principal axes (Xp is already on principal components)."""
+    rng = np.random.default_rng(seed)
+    lo, hi = Xp.min(0), Xp.max(0)
+    return [rng.uniform(lo, hi, size=Xp.shape).astype(Xp.dtype) for _ in range(draws)]
+
+
+def indices_row(name: str, true_k: int, seed: int, X: np.ndarray, kmax: int, draws: int = 3) -> dict:
+    """Classical indices' choices in 2..kmax on K-Means partitions of X's 64 principal
+    components (L2-normalised rows): silhouette (on 3,000 rows), Calinski-Harabasz and
+    Davies-Bouldin (the smallest wins); the gap statistic against `draws` uniform
+    references (its largest value, and Tibshirani's rule: the first K with
+    gap(K) >= gap(K+1) - s(K+1)); the BIC of Gaussian mixtures (diagonal on 32 components,
+    full on 16; the smallest wins). Each with every K's value and the seconds."""
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+    from sklearn.mixture import GaussianMixture
+
+    Xn = prepare_spaces([torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))]).numpy()
+    Xp = PCA(min(64, Xn.shape[1]), random_state=seed).fit_transform(Xn).astype(np.float32)
+    ks = list(range(2, kmax + 1))
+    refs = gap_references(Xp, seed, draws)
+    values: dict[str, dict[int, float]] = {i: {} for i in INDICES if i != "gap_first"}
+    spread, seconds = {}, {}
+    t0 = time.perf_counter()
+    for k in tqdm(ks, desc=f"{name} seed {seed}: indices per K", file=sys.stderr):
+        km = SkKMeans(k, n_init=3, random_state=seed).fit(Xp)
+        values["silhouette"][k] = silhouette_score(Xp, km.labels_, sample_size=min(3000, Xp.shape[0]),
+                                                   random_state=seed)
+        values["calinski_harabasz"][k] = calinski_harabasz_score(Xp, km.labels_)
+        values["davies_bouldin"][k] = -davies_bouldin_score(Xp, km.labels_)  # negated: the largest wins
+        ref_logs = np.log([SkKMeans(k, n_init=3, random_state=seed).fit(R).inertia_ for R in refs])
+        values["gap"][k] = float(ref_logs.mean() - np.log(km.inertia_))
+        spread[k] = float(ref_logs.std() * np.sqrt(1 + 1 / draws))
+        for key, dims, cov in (("bic_diag32", 32, "diag"), ("bic_full16", 16, "full")):
+            gm = GaussianMixture(k, covariance_type=cov, random_state=seed, max_iter=200).fit(Xp[:, :dims])
+            values[key][k] = -gm.bic(Xp[:, :dims])  # negated: the largest wins
+    seconds = round(time.perf_counter() - t0, 1)
+    row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(X.shape[0]), "range": [2, kmax],
+           "gap_draws": draws, "seconds": seconds, "indices": {}}
+    for key, v in values.items():
+        best = ck.ranked(v)
+        row["indices"][key] = {"choice": best[0], "next": best[1:3], "values": {k: round(x, 5) for k, x in v.items()}}
+    first = [k for k in ks[:-1] if values["gap"][k] >= values["gap"][k + 1] - spread[k + 1]]
+    row["indices"]["gap_first"] = {"choice": first[0] if first else ks[-1],
+                                   "spread": {k: round(s, 5) for k, s in spread.items()}}
+    eig, _ = ck.knn_graph_spectrum(ck.search_rows(torch.from_numpy(Xn), seed), kmax + 1, seed=seed)
+    row["eigengap_10nn"] = {"choice": ck.ranked(ck.eigengap_scores(eig, 2, kmax))[0]}
+    return row
+
+
+def run_indices(args) -> None:
+    """Every classical index's choice per dataset and seed, on the rows the search reads
+    (a seeded 10,000-row slice of larger sets)."""
+    for name, true_k, seed, given in datasets(args.datasets, args.seeds, args.cache):
+        if (name, seed) in done(args.out, ("dataset", "seed")):
+            continue
+        if given is None:
+            given = real_inputs(name, "kmeans", args.cache)
+            true_k = int(len(np.unique(given.labels())))
+        X = ck.search_rows(torch.from_numpy(np.ascontiguousarray(given.space(given.spaces[0]), dtype=np.float32)),
+                           seed).numpy()
+        append(args.out, indices_row(name, true_k, seed, X, min(max(20, true_k + 5), X.shape[0] - 1)))
+
+
 # --- n_clusters="auto" per method -------------------------------------------------------
 def fit(given: ArrayInputs, method: str, n_clusters, seed: int) -> tuple[dict, float]:
     run = pipeline.cluster(given, method, n_clusters, seed=seed)
@@ -359,7 +435,20 @@ def table(rows: list[dict]) -> str:
     graphs = [r for r in rows if "graphs" in r]
     turtle = [r for r in rows if "turtle_stability" in r]
     variants = [r for r in rows if "variants" in r]
+    indices = [r for r in rows if "indices" in r]
     lines = []
+    if indices:
+        lines += ["| data | true K | seeds | " + " | ".join(INDEX_NAMES[i] for i in INDICES) + " | eigengap 10-NN |",
+                  "|---|---|---|" + "---|" * (len(INDICES) + 1)]
+        groups: dict[str, list[dict]] = {}
+        for r in indices:
+            groups.setdefault(r["dataset"], []).append(r)
+        for name, rs in sorted(groups.items(), key=lambda item: order(item[0], item[1][0]["true_k"])):
+            rs = sorted(rs, key=lambda r: r["seed"])
+            lines.append(f"| {name} | {rs[0]['true_k']} | {len(rs)} | " + " | ".join(
+                ", ".join(str(r["indices"][i]["choice"]) for r in rs) for i in INDICES) + " | " +
+                ", ".join(str(r["eigengap_10nn"]["choice"]) for r in rs) + " |")
+        lines.append("")
     if variants:
         lines += ["| data | true K | features | preparation | " + " | ".join(GRAPHS) + " |",
                   "|---|---|---|---|" + "---|" * len(GRAPHS)]
@@ -427,7 +516,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("criteria", "methods", "graphs", "turtle", "variants"):
+    for name in ("criteria", "methods", "graphs", "turtle", "variants", "indices"):
         s = sub.add_parser(name)
         s.add_argument("--datasets", nargs="+", default=["mixtures", "digits"],
                        help="'mixtures', or datasets of bench/accuracy.py (digits, fashion-mnist-test)")
@@ -460,7 +549,7 @@ def main(argv=None):
                                     any(PATCHES[m] for m in args.methods) else []):
                 store_for(name, net, args.cache)  # made (or found) before any fit
     {"criteria": run_criteria, "methods": run_methods, "graphs": run_graphs, "turtle": run_turtle,
-     "variants": run_variants}[args.command](args)
+     "variants": run_variants, "indices": run_indices}[args.command](args)
 
 
 if __name__ == "__main__":

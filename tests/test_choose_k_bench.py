@@ -110,3 +110,37 @@ def test_the_variants_command_writes_a_row_per_mixture_and_resumes(bench, tmp_pa
     assert "| mixture-K3-separable | 3 | x | as-is | 3 | 3 |" in bench.table(rows)
     bench.main(argv)  # the row is there: nothing is computed again
     assert out.read_text().count("\n") == 1
+
+
+def test_every_index_scores_every_k_and_finds_a_separable_mixtures_k(bench):
+    X, _ = bench.mixture(4, 1.0, seed=0, n=400)
+    row = bench.indices_row("m", 4, 0, X, kmax=8, draws=2)
+    assert sorted(row["indices"]) == sorted(bench.INDICES) and row["eigengap_10nn"]["choice"] == 4
+    for name in bench.INDICES:
+        assert row["indices"][name]["choice"] == 4, name
+        if name != "gap_first":
+            assert sorted(map(int, row["indices"][name]["values"])) == list(range(2, 9))
+
+
+def test_the_gap_references_fill_the_box_of_the_rows(bench):
+    Xp = np.random.default_rng(0).normal(size=(2000, 3)).astype(np.float32) * [1.0, 3.0, 0.5]
+    refs = bench.gap_references(Xp, seed=1, draws=2)
+    assert len(refs) == 2 and refs[0].shape == Xp.shape and not np.array_equal(refs[0], refs[1])
+    for R in refs:
+        assert (R.min(0) >= Xp.min(0)).all() and (R.max(0) <= Xp.max(0)).all()
+        np.testing.assert_allclose(R.max(0) - R.min(0), Xp.max(0) - Xp.min(0), rtol=0.02)
+
+
+def test_the_indices_command_writes_a_row_per_mixture_and_seed_and_resumes(bench, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "MIXTURES", [(3, "separable", 1.0)])
+    small = bench.mixture
+    monkeypatch.setattr(bench, "mixture", lambda k, std, seed: small(k, std, seed, n=300))
+    out = tmp_path / "rows.jsonl"
+    argv = ["indices", "--datasets", "mixtures", "--seeds", "0", "1", "--out", str(out)]
+    bench.main(argv)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["dataset"], r["seed"]) for r in rows] == [("mixture-K3-separable", 0), ("mixture-K3-separable", 1)]
+    assert rows[0]["range"] == [2, 20]
+    assert "| mixture-K3-separable | 3 | 2 | 3, 3 | 3, 3 | 3, 3 |" in bench.table(rows)
+    bench.main(argv)  # the rows are there: nothing is computed again
+    assert out.read_text().count("\n") == 2
