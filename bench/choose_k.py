@@ -26,6 +26,10 @@ against the true K. The command behind the "Choosing K" tables (README, docs/res
     # the gap statistic, Gaussian mixtures' BIC) against the eigengap, on the same rows
     python bench/choose_k.py indices --datasets mixtures digits fashion-mnist-test fashion-mnist-train \
         --seeds 0 1 2 --out bench/results/choose-k-indices.jsonl
+    # the eigengap on other inputs: Lite1's and Lite2's pooled features, Lite2's mean patch,
+    # g(x) (SEAL's and SATC's frozen GAT on Lite2's patches, drawn per seed), Lite0 and g(x)
+    python bench/choose_k.py inputs --datasets digits fashion-mnist-test --seeds 0 1 2 \
+        --out bench/results/choose-k-inputs.jsonl
     python bench/choose_k.py table bench/results/choose-k-*.jsonl
 
 Mixtures are scikit-learn's `make_blobs` (N=3,000, d=32, centres in a box of +-10) with
@@ -53,7 +57,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
 from tqdm import tqdm
 
-from accuracy import inputs, machine, store_for
+from accuracy import NETS, inputs, machine, store_for
 from seal_fast import choose_k as ck
 from seal_fast import pipeline
 from seal_fast.inputs import ArrayInputs
@@ -306,6 +310,42 @@ def run_turtle(args) -> None:
                           "eigengap_10nn": {"choice": ck.ranked(ck.eigengap_scores(eig, 2, kmax))[0]}})
 
 
+# --- the eigengap on other inputs: Lite1, Lite2, patches, g(x) ---------------------------
+INPUTS = ("lite0", "lite1", "lite2", "lite2-patch-mean", "g(x)", "lite0+g(x)")
+
+
+def spatial_rows(patches, seed: int) -> torch.Tensor:
+    """g(x): SEAL's and SATC's embedding of each image's patch graph by a frozen GAT
+    (their defaults: output as wide as the patches, 8 patch neighbours), drawn from `seed`."""
+    from seal_fast.spatial import spatial_features
+
+    return spatial_features(patches, out_dim=0, patch_neighbors=8, backend="auto",
+                            generator=torch.Generator().manual_seed(seed), device="cpu")
+
+
+def run_inputs(args) -> None:
+    """The search's eigengap (10-NN, 2..30) on each of INPUTS, one row per dataset and
+    seed (the seed draws g(x)'s GAT and, above 10,000 rows, the slice)."""
+    for name in args.datasets:
+        pooled = {net: torch.from_numpy(np.array(store_for(name, net, args.cache).space(NETS[net]), dtype=np.float32))
+                  for net in ("lite0", "lite1", "lite2")}
+        patches = store_for(name, "lite2", args.cache).patches()
+        true_k = int(len(np.unique(store_for(name, "lite0", args.cache).labels())))
+        for seed in args.seeds:
+            if (name, seed) in done(args.out, ("dataset", "seed")):
+                continue
+            G = spatial_rows(patches, seed)
+            rows = {**{net: prepare_spaces([X]) for net, X in pooled.items()},
+                    "lite2-patch-mean": prepare_spaces([torch.from_numpy(np.asarray(patches, dtype=np.float32).mean(1))]),
+                    "g(x)": G, "lite0+g(x)": prepare_spaces([pooled["lite0"], G])}
+            row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(G.shape[0]), "range": [2, 30], "inputs": {}}
+            for key in tqdm(INPUTS, desc=f"{name} seed {seed}", file=sys.stderr):
+                eig, _ = ck.knn_graph_spectrum(ck.search_rows(rows[key], seed), 31, seed=seed)
+                best = ck.ranked(ck.eigengap_scores(eig, 2, 30))
+                row["inputs"][key] = {"choice": best[0], "next": best[1:3]}
+            append(args.out, row)
+
+
 # --- classical indices on K-Means partitions -----------------------------------------
 INDICES = ("silhouette", "calinski_harabasz", "davies_bouldin", "gap", "gap_first", "bic_diag32", "bic_full16")
 INDEX_NAMES = {"silhouette": "silhouette", "calinski_harabasz": "Calinski-Harabasz", "davies_bouldin": "Davies-Bouldin",
@@ -436,7 +476,14 @@ def table(rows: list[dict]) -> str:
     turtle = [r for r in rows if "turtle_stability" in r]
     variants = [r for r in rows if "variants" in r]
     indices = [r for r in rows if "indices" in r]
+    other_inputs = [r for r in rows if "inputs" in r]
     lines = []
+    if other_inputs:
+        lines += ["| data | true K | seed | " + " | ".join(INPUTS) + " |", "|---|---|---|" + "---|" * len(INPUTS)]
+        for r in sorted(other_inputs, key=lambda r: (order(r["dataset"], r["true_k"]), r["seed"])):
+            lines.append(f"| {r['dataset']} | {r['true_k']} | {r['seed']} | " + " | ".join(
+                f"{r['inputs'][i]['choice']} ({', '.join(map(str, r['inputs'][i]['next']))})" for i in INPUTS) + " |")
+        lines.append("")
     if indices:
         lines += ["| data | true K | seeds | " + " | ".join(INDEX_NAMES[i] for i in INDICES) + " | eigengap 10-NN |",
                   "|---|---|---|" + "---|" * (len(INDICES) + 1)]
@@ -516,7 +563,7 @@ def table(rows: list[dict]) -> str:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for name in ("criteria", "methods", "graphs", "turtle", "variants", "indices"):
+    for name in ("criteria", "methods", "graphs", "turtle", "variants", "indices", "inputs"):
         s = sub.add_parser(name)
         s.add_argument("--datasets", nargs="+", default=["mixtures", "digits"],
                        help="'mixtures', or datasets of bench/accuracy.py (digits, fashion-mnist-test)")
@@ -536,8 +583,8 @@ def main(argv=None):
     t = sub.add_parser("table")
     t.add_argument("rows", nargs="+", type=Path)
     args = p.parse_args(argv)
-    if args.command == "graphs" and "mixtures" in args.datasets:
-        p.error("graphs reads the feature stores of real datasets: drop 'mixtures'")
+    if args.command in ("graphs", "inputs") and "mixtures" in args.datasets:
+        p.error(f"{args.command} reads the feature stores of real datasets: drop 'mixtures'")
     if args.command == "table":
         rows = [json.loads(line) for path in args.rows for line in path.read_text().splitlines() if line.strip()]
         print(f"Made by `python bench/choose_k.py`; rows in {', '.join(f'`{r}`' for r in args.rows)}.\n")
@@ -545,11 +592,13 @@ def main(argv=None):
         return
     for name in args.datasets:
         if name != "mixtures":
-            for net in ["lite0"] + (["lite2"] if args.command == "variants" or args.command == "methods" and
+            for net in ["lite0"] + (["lite1", "lite2"] if args.command == "inputs" else
+                                    ["lite2"] if args.command == "variants" or args.command == "methods" and
                                     any(PATCHES[m] for m in args.methods) else []):
                 store_for(name, net, args.cache)  # made (or found) before any fit
     {"criteria": run_criteria, "methods": run_methods, "graphs": run_graphs, "turtle": run_turtle,
-     "variants": run_variants, "indices": run_indices}[args.command](args)
+     "variants": run_variants, "indices": run_indices,
+     "inputs": run_inputs}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -144,3 +144,32 @@ def test_the_indices_command_writes_a_row_per_mixture_and_seed_and_resumes(bench
     assert "| mixture-K3-separable | 3 | 2 | 3, 3 | 3, 3 | 3, 3 |" in bench.table(rows)
     bench.main(argv)  # the rows are there: nothing is computed again
     assert out.read_text().count("\n") == 2
+
+
+def test_the_inputs_command_scores_every_input_of_small_stores_and_resumes(bench, tmp_path):
+    from seal_fast.store import write_store
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 60)
+    for net in ("lite0", "lite1", "lite2"):  # stores as bench/accuracy.py names them: <dataset>-<net>
+        Z = (np.eye(4)[y] @ rng.normal(size=(4, 16)) * 6 + rng.normal(size=(240, 16))).astype(np.float32)
+        P = (Z[:, None, :8] + rng.normal(size=(240, 9, 8))).astype(np.float32)
+        write_store(tmp_path / f"tiny-{net}", spaces={bench.NETS[net]: Z}, patches=P, labels=y)
+    out = tmp_path / "rows.jsonl"
+    argv = ["inputs", "--datasets", "tiny", "--seeds", "0", "1", "--cache", str(tmp_path), "--out", str(out)]
+    bench.main(argv)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["dataset"], r["seed"], r["true_k"], r["n"]) for r in rows] == [("tiny", 0, 4, 240), ("tiny", 1, 4, 240)]
+    for r in rows:
+        assert list(r["inputs"]) == list(bench.INPUTS)
+        assert all(2 <= v["choice"] <= 30 and len(v["next"]) == 2 for v in r["inputs"].values())
+        assert r["inputs"]["lite0"]["choice"] == r["inputs"]["lite2"]["choice"] == 4  # separable blobs
+    assert bench.table(rows).splitlines()[2].startswith("| tiny | 4 | 0 | 4 (")
+    bench.main(argv)  # the rows are there: nothing is computed again
+    assert out.read_text().count("\n") == 2
+
+
+def test_the_inputs_command_refuses_mixtures(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["inputs", "--datasets", "mixtures", "--out", str(tmp_path / "r.jsonl")])
+    assert "inputs reads the feature stores" in capsys.readouterr().err
