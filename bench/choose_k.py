@@ -376,7 +376,7 @@ def indices_row(name: str, true_k: int, seed: int, X: np.ndarray, kmax: int, dra
     ks = list(range(2, kmax + 1))
     refs = gap_references(Xp, seed, draws)
     values: dict[str, dict[int, float]] = {i: {} for i in INDICES if i != "gap_first"}
-    spread, seconds = {}, {}
+    spread: dict[int, float] = {}
     t0 = time.perf_counter()
     for k in tqdm(ks, desc=f"{name} seed {seed}: indices per K", file=sys.stderr):
         km = SkKMeans(k, n_init=3, random_state=seed).fit(Xp)
