@@ -323,26 +323,30 @@ def spatial_rows(patches, seed: int) -> torch.Tensor:
                             generator=torch.Generator().manual_seed(seed), device="cpu")
 
 
+def eigengap_choice(X: torch.Tensor, kmax: int, seed: int) -> dict:
+    """What `n_clusters="auto:2-KMAX"` chooses on the rows of X, and the next two."""
+    found = ck.choose_k(X, ck.KRange(2, kmax), seed=seed)
+    return {"choice": found.k, "next": ck.ranked(found.scores)[1:3]}
+
+
 def run_inputs(args) -> None:
     """The search's eigengap (10-NN, 2..30) on each of INPUTS, one row per dataset and
     seed (the seed draws g(x)'s GAT and, above 10,000 rows, the slice)."""
     for name in args.datasets:
-        pooled = {net: torch.from_numpy(np.array(store_for(name, net, args.cache).space(NETS[net]), dtype=np.float32))
+        given = inputs(name, ["lite0", "lite1", "lite2"], "lite2", args.cache)  # checks the stores' images agree
+        pooled = {net: prepare_spaces([torch.from_numpy(np.array(given.space(NETS[net]), dtype=np.float32))])
                   for net in ("lite0", "lite1", "lite2")}
-        patches = store_for(name, "lite2", args.cache).patches()
-        true_k = int(len(np.unique(store_for(name, "lite0", args.cache).labels())))
+        patches = given.patches()
+        pooled["lite2-patch-mean"] = prepare_spaces([torch.from_numpy(np.asarray(patches, dtype=np.float32).mean(1))])
+        true_k = int(len(np.unique(given.labels())))
         for seed in args.seeds:
             if (name, seed) in done(args.out, ("dataset", "seed")):
                 continue
             G = spatial_rows(patches, seed)
-            rows = {**{net: prepare_spaces([X]) for net, X in pooled.items()},
-                    "lite2-patch-mean": prepare_spaces([torch.from_numpy(np.asarray(patches, dtype=np.float32).mean(1))]),
-                    "g(x)": G, "lite0+g(x)": prepare_spaces([pooled["lite0"], G])}
+            rows = {**pooled, "g(x)": G, "lite0+g(x)": prepare_spaces([pooled["lite0"], G])}
             row = {"dataset": name, "true_k": true_k, "seed": seed, "n": int(G.shape[0]), "range": [2, 30], "inputs": {}}
             for key in tqdm(INPUTS, desc=f"{name} seed {seed}", file=sys.stderr):
-                eig, _ = ck.knn_graph_spectrum(ck.search_rows(rows[key], seed), 31, seed=seed)
-                best = ck.ranked(ck.eigengap_scores(eig, 2, 30))
-                row["inputs"][key] = {"choice": best[0], "next": best[1:3]}
+                row["inputs"][key] = eigengap_choice(rows[key], 30, seed)
             append(args.out, row)
 
 
@@ -399,8 +403,7 @@ def indices_row(name: str, true_k: int, seed: int, X: np.ndarray, kmax: int, dra
     first = [k for k in ks[:-1] if values["gap"][k] >= values["gap"][k + 1] - spread[k + 1]]
     row["indices"]["gap_first"] = {"choice": first[0] if first else ks[-1],
                                    "spread": {k: round(s, 5) for k, s in spread.items()}}
-    eig, _ = ck.knn_graph_spectrum(ck.search_rows(torch.from_numpy(Xn), seed), kmax + 1, seed=seed)
-    row["eigengap_10nn"] = {"choice": ck.ranked(ck.eigengap_scores(eig, 2, kmax))[0]}
+    row["eigengap_10nn"] = {"choice": eigengap_choice(torch.from_numpy(Xn), kmax, seed)["choice"]}
     return row
 
 
@@ -469,6 +472,15 @@ def order(name: str, true_k: int) -> tuple:
     return (not name.startswith("mixture"), "overlapping" in name, true_k, name)
 
 
+def by_dataset(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The rows grouped by dataset, in table order, each group by seed."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["dataset"], []).append(r)
+    return [(name, sorted(rs, key=lambda r: r["seed"]))
+            for name, rs in sorted(groups.items(), key=lambda item: order(item[0], item[1][0]["true_k"]))]
+
+
 def table(rows: list[dict]) -> str:
     crit = [r for r in rows if "stability" in r]
     meth = [r for r in rows if "chosen_k" in r]
@@ -487,11 +499,7 @@ def table(rows: list[dict]) -> str:
     if indices:
         lines += ["| data | true K | seeds | " + " | ".join(INDEX_NAMES[i] for i in INDICES) + " | eigengap 10-NN |",
                   "|---|---|---|" + "---|" * (len(INDICES) + 1)]
-        groups: dict[str, list[dict]] = {}
-        for r in indices:
-            groups.setdefault(r["dataset"], []).append(r)
-        for name, rs in sorted(groups.items(), key=lambda item: order(item[0], item[1][0]["true_k"])):
-            rs = sorted(rs, key=lambda r: r["seed"])
+        for name, rs in by_dataset(indices):
             lines.append(f"| {name} | {rs[0]['true_k']} | {len(rs)} | " + " | ".join(
                 ", ".join(str(r["indices"][i]["choice"]) for r in rs) for i in INDICES) + " | " +
                 ", ".join(str(r["eigengap_10nn"]["choice"]) for r in rs) + " |")
@@ -527,10 +535,7 @@ def table(rows: list[dict]) -> str:
     if crit:
         lines += ["| data | true K | seeds | stability | stability vs null | generalisation κ | κ vs null | "
                   "eigengap 10-NN | eigengap 20-NN |", "|---|---|---|---|---|---|---|---|---|"]
-        groups: dict[str, list[dict]] = {}
-        for r in crit:
-            groups.setdefault(r["dataset"], []).append(r)
-        for name, rs in sorted(groups.items(), key=lambda item: order(item[0], item[1][0]["true_k"])):
+        for name, rs in by_dataset(crit):
             def picks(get):
                 return ", ".join(str(get(r)) for r in rs)
             lines.append(f"| {name} | {rs[0]['true_k']} | {len(rs)} | {picks(lambda r: r['stability']['raw_choice'])} | "
@@ -592,9 +597,9 @@ def main(argv=None):
         return
     for name in args.datasets:
         if name != "mixtures":
-            for net in ["lite0"] + (["lite1", "lite2"] if args.command == "inputs" else
-                                    ["lite2"] if args.command == "variants" or args.command == "methods" and
-                                    any(PATCHES[m] for m in args.methods) else []):
+            others = {"inputs": ["lite1", "lite2"], "variants": ["lite2"],
+                      "methods": ["lite2"] if any(PATCHES[m] for m in getattr(args, "methods", [])) else []}
+            for net in ["lite0"] + others.get(args.command, []):
                 store_for(name, net, args.cache)  # made (or found) before any fit
     {"criteria": run_criteria, "methods": run_methods, "graphs": run_graphs, "turtle": run_turtle,
      "variants": run_variants, "indices": run_indices,
